@@ -1,0 +1,205 @@
+"""The Python API that deployment scripts import: convert(), plan(), inspect()."""
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from hub.cache import StepCache
+from hub.declarations import Target, Tolerance
+from hub.errors import NoRouteError, UnknownTargetError, UnsupportedModelError, UsageError
+from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
+from hub.planner import Route, explain_no_route, plan_routes, weights_for
+from hub.plugins import Catalog, load_catalog
+from hub.report import Report
+from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
+from hub.sources import Source, detect_source, save_in_memory_model
+from hub.states import ModelInfo, TensorSpec
+from hub.worker import call_worker
+
+DESCRIBE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    source: Source
+    target: Target
+    routes: list[Route]
+    prefer: str
+
+    def to_json(self) -> dict:
+        return {
+            "source": {"path": str(self.source.path), "state": str(self.source.state), "bytes": self.source.bytes},
+            "target": self.target.name,
+            "prefer": self.prefer,
+            "cost_weights": weights_for(self.prefer).to_json(),
+            "routes": [r.to_json() for r in self.routes],
+        }
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """path: the delivered model (None on a dry run). report: everything measured (see Report.to_json)."""
+
+    path: Path | None
+    report: Report
+
+
+def find_target(catalog: Catalog, name: str) -> Target:
+    if name not in catalog.targets:
+        raise UnknownTargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(catalog.targets))} "
+                                 "(`hub targets` lists them)")
+    return catalog.targets[name]
+
+
+def _source_path(catalog: Catalog, model: Any, example_inputs: Any, scratch: Path) -> Path:
+    if isinstance(model, (str, Path)):
+        return Path(model)
+    return save_in_memory_model(catalog, model, example_inputs, scratch)
+
+
+def _check_trust(source: Source, trust_pickle: bool) -> None:
+    if source.format.executes_code and not trust_pickle:
+        raise UnsupportedModelError(
+            f"{source.path} is a {source.format.name} file: loading it runs code stored inside it. If you trust "
+            "where it came from, pass --trust-pickle (trust_pickle=True); better, save the model with "
+            "torch.export or as ONNX")
+
+
+def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced", example_inputs: Any = None,
+         trust_pickle: bool = False) -> PlanResult:
+    """Plan the cheapest route (and `alternatives` more) from a model to a target without running anything.
+    Raises NoRouteError (with what is reachable and what would connect it) when there is none."""
+    catalog = load_catalog()
+    target = find_target(catalog, to)
+    weights_for(prefer)
+    with tempfile.TemporaryDirectory(prefix="hub-plan-") as scratch:
+        source = detect_source(catalog, _source_path(catalog, model, example_inputs, Path(scratch)))
+        _check_trust(source, trust_pickle)
+        routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=1 + alternatives)
+        if not routes:
+            raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
+        return PlanResult(source, target, routes, prefer)
+
+
+def inspect(model: str | Path, *, trust_pickle: bool = False, inputs: Iterable[str] = ()) -> tuple[Source, ModelInfo]:
+    """Detect a model file's format and describe it: inputs, outputs, parameter count."""
+    catalog = load_catalog()
+    source = detect_source(catalog, Path(model))
+    _check_trust(source, trust_pickle)
+    return source, describe(source, {"trust_pickle": trust_pickle,
+                                     "inputs": [parse_input_flag(t).to_json() for t in inputs]})
+
+
+def describe(source: Source, options: dict) -> ModelInfo:
+    if source.format.describe is None:
+        return ModelInfo(format=source.format.name)
+    value = call_worker("describe", {"ref": source.format.describe, "path": str(source.path.resolve()),
+                                     "options": options}, timeout=DESCRIBE_TIMEOUT)
+    return ModelInfo.from_json(value)
+
+
+def _tolerance(target: Target, overrides: dict[str, float] | None) -> Tolerance:
+    return replace(target.tolerance, **{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def _samples(calibration: str | Path | None, specs: tuple[TensorSpec, ...]) -> SampleSet:
+    if calibration is not None:
+        return load_samples(Path(calibration), specs)
+    return random_samples(specs)
+
+
+def _concrete_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """Batch dimension 1: every sample is fed as a batch of one."""
+    return tuple(replace(s, shape=(1, *s.shape[1:])) if s.shape else s for s in specs)
+
+
+def _versions(route: Route, catalog: Catalog, target: Target) -> dict[str, str]:
+    from hub.cache import distribution_versions
+
+    requires: tuple[str, ...] = ()
+    for planned in route.steps:
+        requires += planned.step.requires
+    backend = catalog.backends.get(target.backend)
+    return distribution_versions(requires + (backend.requires if backend else ()))
+
+
+def convert(model: Any, to: str, *, output: str | Path | None = None, calibration: str | Path | None = None,
+            example_inputs: Any = None, inputs: Iterable[str | TensorSpec] = (), prefer: str = "balanced",
+            verify: bool = True, tolerance: dict[str, float] | None = None, dry_run: bool = False,
+            trust_pickle: bool = False, model_factory: str | None = None, max_routes: int = 3,
+            step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
+            use_cache: bool = True, step_options: dict[str, dict] | None = None,
+            progress: Progress | None = None) -> ConversionResult:
+    """Convert a model (a path, or an in-memory model with example_inputs) to a target.
+
+    Plans up to `max_routes` routes, runs the cheapest in isolated workers, verifies every step against the
+    source on the calibration samples (or seeded random inputs), falls back to the next route when a step
+    fails or drifts beyond the target's tolerance, and writes the result and report.json into `output`
+    (default: ./hub-out). Nothing is written there unless the conversion succeeds.
+    """
+    catalog = load_catalog()
+    target = find_target(catalog, to)
+    user_specs = [s if isinstance(s, TensorSpec) else parse_input_flag(s) for s in inputs]
+    workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
+    try:
+        source = detect_source(catalog, _source_path(catalog, model, example_inputs, workspace))
+        _check_trust(source, trust_pickle)
+        routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes)
+        if not routes:
+            raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
+        info = describe(source, {"trust_pickle": trust_pickle, "model_factory": model_factory,
+                                 "inputs": [s.to_json() for s in user_specs]})
+        specs = _concrete_specs(merge_specs(info.inputs, user_specs))
+        if not specs:
+            raise UsageError(f"cannot tell the inputs of {source.path}: give them with --input NAME:SHAPE[:DTYPE]")
+        samples = _samples(calibration, specs)
+        report = Report(
+            source={"path": str(source.path), "format": source.format.name, "state": str(source.state),
+                    "bytes": source.bytes, "inputs": [s.to_json() for s in specs],
+                    "parameters": info.parameters},
+            target={"name": target.name, "backend": target.backend, "requires": target.requires.describe(),
+                    "tolerance": _tolerance(target, tolerance).to_json()},
+            samples={"origin": samples.origin, "count": samples.count},
+            planned=[r.to_json() for r in routes], cost_weights=weights_for(prefer).to_json(),
+        )
+        if calibration is None and any(p.step.needs_calibration for r in routes for p in r.steps):
+            report.warnings.append("no --calibration given: calibrated on seeded random inputs, which usually "
+                                   "costs accuracy; pass real samples")
+        if dry_run:
+            return ConversionResult(None, report)
+        options = dict(step_options or {})
+        options.setdefault("*", {}).update({"trust_pickle": trust_pickle, "model_factory": model_factory})
+        settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options)
+        runner = RouteRunner(catalog, source, target, specs, samples, settings,
+                             StepCache(Path(cache_dir) if cache_dir else None, use_cache), workspace, progress)
+        if verify:
+            runner.prepare_reference()
+            if runner.reference_note:
+                report.warnings.append(runner.reference_note)
+        route, artifact, records, failures = runner.run_first_working(routes)
+        report.route, report.steps, report.alternatives_tried = route.names, records, failures
+        report.samples["verification_samples"] = len(runner.verification_feeds)
+        report.versions = _versions(route, catalog, target)
+        out_dir = Path(output) if output is not None else Path("hub-out")
+        destination = out_dir / f"{source.path.name.split('.')[0]}.{target.name}{_suffix(artifact)}"
+        report.final = runner.final_record(artifact, destination, route, records)
+        write_atomically(artifact, destination)
+        write_text_atomically(report.dumps(), out_dir / "report.json")
+        return ConversionResult(destination, report)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _suffix(artifact: Path) -> str:
+    return "" if artifact.is_dir() else artifact.suffix
+
+
+def hub_version() -> str:
+    try:
+        return metadata.version("conversion-hub")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,171 @@
+"""The `hub` command: parses, calls the API, renders. Heavy modules load only inside the subcommands.
+
+Exit codes: 0 success; 1 internal error (a bug: rerun with --debug and report it); 2 bad input (usage,
+unknown target, unsupported or untrusted model); 3 missing dependency; 4 no route; 5 conversion failed on
+every route (raised, crashed, timed out or drifted beyond tolerance); 6 broken plugin; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hub", description="Convert, compress and verify models for a device backend.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 missing dependency, 4 no route, "
+               "5 conversion failed, 6 broken plugin, 130 interrupted.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and library messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", help="convert a model to a target, verifying every step")
+    _model_and_target(convert)
+    convert.add_argument("-o", "--output", default="hub-out", help="output folder (default: hub-out)")
+    convert.add_argument("--calibration", help=".npz (keys = input names), .npy, or a folder of images")
+    convert.add_argument("--report", help="also write the JSON report to this file")
+    convert.add_argument("--dry-run", action="store_true", help="plan and check inputs; run and write nothing")
+    convert.add_argument("--no-verify", action="store_true", help="skip running each artifact against the source")
+    convert.add_argument("--min-cosine", type=float, help="override the target's minimum mean cosine")
+    convert.add_argument("--min-top1", type=float, help="override the target's minimum top-1 agreement")
+    convert.add_argument("--max-abs", type=float, help="fail a step whose max-abs error exceeds this")
+    convert.add_argument("--model-factory", help="pkg.module:function building the module for a state_dict")
+    convert.add_argument("--max-routes", type=int, default=3, help="routes to try before giving up (default 3)")
+    convert.add_argument("--timeout", type=float, default=1800.0, help="seconds one step may run (default 1800)")
+    convert.add_argument("--threads", type=int, default=2, help="CPU threads for verification and latency")
+    convert.add_argument("--no-cache", action="store_true", help="neither read nor write the step cache")
+    convert.add_argument("--quiet", action="store_true", help="print only errors and the output path")
+    convert.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+    plan = commands.add_parser("plan", help="show the route a conversion would take, and alternatives")
+    _model_and_target(plan)
+    plan.add_argument("--alternatives", type=int, default=2, help="how many next-best routes to show")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    commands.add_parser("targets", help="list targets, their backend, and whether they are usable here")
+    plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
+    plugins.add_argument("--json", action="store_true", help="print as JSON")
+    inspect = commands.add_parser("inspect", help="detect a model's format and describe its inputs and outputs")
+    inspect.add_argument("model")
+    inspect.add_argument("--trust-pickle", action="store_true", help="allow loading pickles (runs their code)")
+    inspect.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]")
+    inspect.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _model_and_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model file or folder (format detected from content)")
+    parser.add_argument("--to", required=True, metavar="TARGET", help="target name (see `hub targets`)")
+    parser.add_argument("--prefer", default="balanced", choices=["balanced", "fidelity", "size", "speed"],
+                        help="reweight the planner's cost terms")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
+                        help="input name and shape, e.g. x:1,3,224,224 (repeatable)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading pickled models, which runs code stored in the file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from hub.errors import HubError
+
+    try:
+        return COMMANDS[args.command](args)
+    except HubError as error:
+        _print_error(error, args.debug)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("hub: interrupted; finished steps are cached, run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line unless --debug
+        if args.debug:
+            raise
+        print(f"hub: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _print_error(error: Any, debug: bool) -> None:
+    print(f"hub: error: {error.message}", file=sys.stderr)
+    if debug and error.detail:
+        print(error.detail, file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from hub import api
+    from hub.render import ConsoleProgress, print_conversion, print_dry_run
+
+    progress = None if args.quiet or args.json else ConsoleProgress()
+    result = api.convert(
+        args.model, args.to, output=args.output, calibration=args.calibration, inputs=args.input,
+        prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
+        model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
+        threads=args.threads, use_cache=not args.no_cache, progress=progress,
+        tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
+    )
+    if args.report:
+        from hub.runner import write_text_atomically
+        from pathlib import Path
+
+        write_text_atomically(result.report.dumps(), Path(args.report))
+    if args.json:
+        print(result.report.dumps())
+    elif args.quiet:
+        print(result.path or "dry run: nothing written")
+    elif args.dry_run:
+        print_dry_run(result.report)
+    else:
+        print_conversion(result)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from hub import api
+    from hub.render import print_plan
+
+    result = api.plan(args.model, args.to, alternatives=args.alternatives, prefer=args.prefer,
+                      trust_pickle=args.trust_pickle)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_plan(result)
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from hub.render import print_targets
+
+    print_targets()
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from hub.render import plugins_json, print_plugins
+
+    if args.json:
+        print(json.dumps(plugins_json(), indent=2))
+    else:
+        print_plugins()
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from hub import api
+    from hub.render import print_inspection
+
+    source, info = api.inspect(args.model, trust_pickle=args.trust_pickle, inputs=args.input)
+    if args.json:
+        print(json.dumps({"path": str(source.path), "state": str(source.state), "bytes": source.bytes,
+                          **info.to_json()}, indent=2))
+    else:
+        print_inspection(source, info)
+    return 0
+
+
+COMMANDS = {"convert": _convert, "plan": _plan, "targets": _targets, "plugins": _plugins, "inspect": _inspect}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""What plugins declare: formats, steps (converters and compressors), backends and targets.
+
+Declarations are cheap data. Behaviour is named by reference, "package.module:function", so that listing
+plugins imports no framework; the function is imported only inside the worker process that runs it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hub.states import ModelState, Requirement, TensorSpec
+
+
+@dataclass(frozen=True)
+class Format:
+    """A model file format.
+
+    detect: "module:function" taking a Path and returning None/False when the file is not of this format,
+        True or a dict of state attributes (e.g. {"precision": "int8"}) when it is. Runs in the hub's own
+        process: it must be cheap and import no framework. It must not raise on foreign or corrupt files.
+    describe: "module:function" taking (Path, options: dict) and returning a ModelInfo. Runs in a worker; may
+        import the framework.
+    executes_code: loading a file of this format runs code from it (pickles): refused without --trust-pickle.
+    object_types: fully qualified class names of in-memory models this format can hold (e.g.
+        "torch.nn.modules.module.Module"); save_object: "module:function" taking (obj, example_inputs, Path)
+        that writes such an object as a file of this format. The Python API uses them for in-memory models.
+    """
+
+    name: str
+    detect: str
+    describe: str | None = None
+    extensions: tuple[str, ...] = ()
+    description: str = ""
+    executes_code: bool = False
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    object_types: tuple[str, ...] = ()
+    save_object: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One edge of the planner's graph: a converter (changes the format) or a compressor (changes precision).
+
+    accepts: the states this step can start from. produces: the attributes it changes.
+    run: "module:function" taking a StepContext and returning the Path of the artifact it wrote in
+        ctx.workdir. It runs in a worker process on a copy of its input.
+    Cost terms (see hub.planner): seconds + seconds_per_mb * input size in MB expected to run; fidelity_loss the
+    expected drop in output cosine (0 for lossless); size_ratio the expected output/input size.
+    requires: distribution requirements ("onnxruntime>=1.17") checked from metadata, never by importing.
+    extra: the conversion-hub extra that installs them.
+    """
+
+    name: str
+    accepts: Requirement
+    produces: Mapping[str, str]
+    run: str
+    description: str = ""
+    seconds: float = 1.0
+    seconds_per_mb: float = 0.0
+    fidelity_loss: float = 0.0
+    size_ratio: float = 1.0
+    needs_calibration: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    timeout: float | None = None
+
+    def result_state(self, state: ModelState) -> ModelState:
+        return state.changed(self.produces)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A runtime that executes models of some formats.
+
+    run: "module:function" taking (model_path: Path, samples: list[dict[str, ndarray]], threads: int) and
+        returning one list of output arrays per sample; each sample is one batch-1 feed.
+    latency: "module:function" taking (model_path, sample, threads, repeats) and returning the median
+        milliseconds of one inference.
+    """
+
+    name: str
+    formats: frozenset[str]
+    run: str
+    latency: str | None = None
+    description: str = ""
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a step's outputs may drift from the source's and still pass verification."""
+
+    min_cosine: float = 0.99
+    min_top1: float | None = None
+    max_abs: float | None = None
+
+    def to_json(self) -> dict:
+        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named destination: the state a model must reach and the backend that runs it."""
+
+    name: str
+    backend: str
+    requires: Requirement
+    tolerance: Tolerance = Tolerance()
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What a step's run function gets.
+
+    input_path: a private copy of the input artifact. workdir: an empty folder for the output.
+    options: the step's default options updated with the user's. inputs: the model's input specs.
+    calibration: an .npz with one array per input name, samples along the first axis, or None.
+    notes: anything the step wants in the report (JSON-serialisable).
+    """
+
+    input_path: Path
+    workdir: Path
+    options: dict[str, Any]
+    inputs: tuple[TensorSpec, ...] = ()
+    calibration: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)

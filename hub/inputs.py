@@ -1,0 +1,143 @@
+"""Sample inputs for calibration and verification: .npz, .npy, a folder of images, or seeded random data.
+
+Samples are kept as one array per input name with the samples along the first axis; each sample is fed to
+a model as a batch of one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hub.errors import MissingDependencyError, UsageError
+from hub.states import TensorSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+RANDOM_SEED = 0
+RANDOM_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    arrays: dict[str, np.ndarray]
+    origin: str  # how the samples were made, for the report
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def feeds(self, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+        count = self.count if limit is None else min(limit, self.count)
+        return [{name: value[i:i + 1] for name, value in self.arrays.items()} for i in range(count)]
+
+
+def parse_input_flag(text: str) -> TensorSpec:
+    """NAME:SHAPE[:DTYPE], e.g. "x:1,3,224,224" or "ids:1,128:int64"; "?" marks a dynamic dimension."""
+    match = re.fullmatch(r"([^:]+):([0-9?,x ]+)(?::([a-z0-9]+))?", text.strip())
+    if not match:
+        raise UsageError(f"--input {text!r} is not NAME:SHAPE[:DTYPE], e.g. x:1,3,224,224:float32")
+    name, shape_text, dtype = match.groups()
+    shape = tuple(None if d.strip() == "?" else int(d) for d in re.split(r"[,x]", shape_text) if d.strip())
+    try:
+        np.dtype(dtype or "float32")
+    except TypeError as error:
+        raise UsageError(f"--input {text!r}: unknown dtype {dtype!r}") from error
+    return TensorSpec(name, shape, dtype or "float32")
+
+
+def merge_specs(declared: tuple[TensorSpec, ...], given: list[TensorSpec]) -> tuple[TensorSpec, ...]:
+    """The model's own input specs, with the user's --input flags taking precedence by name."""
+    by_name = {spec.name: spec for spec in given}
+    unknown = set(by_name) - {spec.name for spec in declared}
+    if declared and unknown:
+        raise UsageError(f"--input names {sorted(unknown)} are not inputs of the model; "
+                         f"its inputs are {[s.name for s in declared]}")
+    return tuple(by_name.get(spec.name, spec) for spec in declared) if declared else tuple(given)
+
+
+def load_samples(path: Path, specs: tuple[TensorSpec, ...]) -> SampleSet:
+    if not path.exists():
+        raise UsageError(f"calibration data {path} does not exist")
+    if path.is_dir():
+        return _load_image_folder(path, specs)
+    try:
+        if path.suffix == ".npy":
+            arrays = {_only_input(specs, path).name: np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError, EOFError) as error:
+        raise UsageError(f"cannot read calibration data {path}: expected .npz, .npy or a folder of images",
+                         detail=str(error)) from error
+    if len(arrays) == 1 and len(specs) == 1:
+        arrays = {specs[0].name: next(iter(arrays.values()))}
+    return SampleSet(_check_arrays(arrays, specs, path), f"{path.name}")
+
+
+def _only_input(specs: tuple[TensorSpec, ...], path: Path) -> TensorSpec:
+    if len(specs) != 1:
+        raise UsageError(f"{path} holds one array but the model has {len(specs)} inputs: use an .npz keyed by "
+                         f"input name ({', '.join(s.name for s in specs)})")
+    return specs[0]
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], path: Path) -> dict:
+    checked = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            raise UsageError(f"{path} has no array named {spec.name!r} (it has {sorted(arrays)}); "
+                             "key the .npz by the model's input names")
+        array = arrays[spec.name]
+        if array.ndim == len(spec.shape) - 1:
+            array = array[None]
+        if array.ndim != len(spec.shape) or any(
+                want is not None and got != want for want, got in zip(spec.shape[1:], array.shape[1:])):
+            raise UsageError(f"{path}: array {spec.name!r} has shape {array.shape}, the model wants "
+                             f"(samples, {', '.join(str(d) for d in spec.shape[1:])})")
+        checked[spec.name] = array.astype(spec.dtype, copy=False)
+    return checked
+
+
+def _load_image_folder(folder: Path, specs: tuple[TensorSpec, ...]) -> SampleSet:
+    try:
+        from PIL import Image
+    except ImportError as error:
+        raise MissingDependencyError("reading a folder of images needs Pillow: pip install 'conversion-hub[images]'"
+                                     ) from error
+    spec = _only_input(specs, folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UsageError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    channels_first = len(spec.shape) == 4 and spec.shape[1] in (1, 3)
+    channels, height, width = spec.shape[1:] if channels_first else (spec.shape[3], *spec.shape[1:3])
+    if None in (channels, height, width):
+        raise UsageError(f"input {spec.name!r} has a dynamic image size: give it with --input")
+    images = []
+    for file in files:
+        with Image.open(file) as image:
+            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+        array = array[..., None] if array.ndim == 2 else array
+        images.append(array.transpose(2, 0, 1) if channels_first else array)
+    origin = (f"{len(files)} images from {folder.name}/: resized to {height}x{width} (bilinear), "
+              f"{'grayscale' if channels == 1 else 'RGB'}, scaled to [0, 1], "
+              f"{'NCHW' if channels_first else 'NHWC'}, no mean/std normalisation")
+    return SampleSet({spec.name: np.stack(images).astype(spec.dtype)}, origin)
+
+
+def random_samples(specs: tuple[TensorSpec, ...], count: int = RANDOM_SAMPLES) -> SampleSet:
+    """Seeded standard-normal samples (integers in [0, 10) for integer inputs) of the declared shapes."""
+    generator = np.random.default_rng(RANDOM_SEED)
+    arrays = {}
+    for spec in specs:
+        if any(d is None for d in spec.shape[1:]):
+            raise UsageError(f"input {spec.name!r} has dynamic dimensions {spec.shape}: give a shape with "
+                             f"--input {spec.name}:1,... or pass --calibration data")
+        shape = (count, *spec.shape[1:])
+        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+            arrays[spec.name] = generator.integers(0, 10, size=shape).astype(spec.dtype)
+        else:
+            arrays[spec.name] = generator.standard_normal(shape).astype(spec.dtype)
+    return SampleSet(arrays, f"{count} seeded random samples (seed {RANDOM_SEED})")

@@ -1,0 +1,190 @@
+"""Terminal rendering for the `hub` command (rich). Progress goes to stderr so stdout stays for results."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from hub.planner import PlannedStep, Route
+from hub.plugins import install_hint, load_catalog, missing_requirements
+from hub.report import RouteFailure, StepRecord, human_bytes
+from hub.verify import Fidelity
+
+WIDE = 160  # when output is not a terminal rich assumes 80 columns, which folds every table
+
+
+def _console(**options: Any) -> Console:
+    console = Console(highlight=False, soft_wrap=True, **options)
+    if not console.is_terminal:
+        console.width = WIDE
+    return console
+
+
+stdout = _console()
+
+
+def fidelity_text(fidelity: Fidelity | None) -> str:
+    if fidelity is None:
+        return "not verified"
+    parts = [f"cos {fidelity.cosine:.6f}", f"max-abs {fidelity.max_abs:.3g}"]
+    if fidelity.top1_agreement is not None:
+        parts.append(f"top-1 {fidelity.top1_agreement:.1%}")
+    return "  ".join(parts)
+
+
+class ConsoleProgress:
+    """Live step list: a spinner with elapsed time while a step runs (on a terminal), a line when it ends."""
+
+    def __init__(self) -> None:
+        self.console = _console(stderr=True)
+        self._status: Any = None
+        self._started = 0.0
+
+    def route_started(self, route: Route, attempt: int) -> None:
+        label = "route" if attempt == 1 else f"fallback route {attempt}"
+        self.console.print(f"[bold]{label}:[/] {' -> '.join(route.names) or '(already there)'}  "
+                           f"[dim](cost {route.cost:.3f})[/]")
+
+    def step_started(self, planned: PlannedStep) -> None:
+        self._started = time.perf_counter()
+        if self.console.is_terminal:
+            self._status = self.console.status(f"{planned.name}  {planned.source} -> {planned.result}")
+            self._status.start()
+
+    def _stop_status(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def step_finished(self, record: StepRecord) -> None:
+        self._stop_status()
+        cached = " [dim](cached)[/]" if record.cached else ""
+        self.console.print(f"  [green]✓[/] {record.name:<26} {record.seconds:6.1f} s  {record.state:<24} "
+                           f"{human_bytes(record.bytes):>9}  {fidelity_text(record.fidelity)}{cached}")
+
+    def route_failed(self, failure: RouteFailure) -> None:
+        self._stop_status()
+        self.console.print(f"  [red]✗[/] {failure.step}: {failure.reason}")
+
+    def measuring(self, what: str) -> None:
+        self.console.print(f"  measuring {what} …")
+
+
+def _ratio(new: float | None, old: float | None) -> str:
+    if not new or not old:
+        return ""
+    return f" ({new / old:.2f}x)"
+
+
+def print_conversion(result: Any) -> None:
+    report = result.report
+    final = report.final
+    table = Table(title=f"{report.source['path']} -> {report.target['name']}", show_header=True)
+    table.add_column("")
+    table.add_column("source")
+    table.add_column("result")
+    table.add_row("state", report.source["state"], final.state)
+    table.add_row("size", human_bytes(report.source["bytes"]),
+                  human_bytes(final.bytes) + _ratio(final.bytes, report.source["bytes"]))
+    latency = (f"{final.latency_ms:.3f} ms{_ratio(final.latency_ms, final.source_latency_ms)}"
+               if final.latency_ms else "-")
+    table.add_row("latency (batch 1)", f"{final.source_latency_ms:.3f} ms" if final.source_latency_ms else "-",
+                  f"{latency} on {final.backend}")
+    table.add_row("fidelity", f"{report.samples['origin']}", fidelity_text(final.fidelity))
+    stdout.print(table)
+    for failure in report.alternatives_tried:
+        stdout.print(f"[yellow]fell back:[/] {' -> '.join(failure.route)} failed at {failure.step}: {failure.reason}")
+    for warning in report.warnings:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+    stdout.print(f"wrote {result.path} and {result.path.parent / 'report.json'}")
+
+
+def print_dry_run(report: Any) -> None:
+    stdout.print(f"dry run: {report.source['path']} ({report.source['state']}) -> {report.target['name']}")
+    stdout.print("inputs: " + ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in report.source["inputs"]))
+    for index, route in enumerate(report.planned):
+        stdout.print(f"{'route' if index == 0 else 'alternative'}: "
+                     + " -> ".join(s["name"] for s in route["steps"]) + f"  (cost {route['cost']})")
+    for warning in report.warnings:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+    stdout.print("nothing was run or written")
+
+
+def print_plan(result: Any) -> None:
+    stdout.print(f"{result.source.path} is {result.source.state} ({human_bytes(result.source.bytes)}); "
+                 f"target {result.target.name} needs {result.target.requires.describe()} "
+                 f"on backend {result.target.backend}; prefer={result.prefer}")
+    for index, route in enumerate(result.routes):
+        title = "chosen route" if index == 0 else f"alternative {index}"
+        table = Table(title=f"{title}: cost {route.cost:.3f}", title_justify="left")
+        for column in ("step", "plugin", "kind", "from -> to", "est. s", "fidelity loss", "size ratio", "cost"):
+            table.add_column(column)
+        for planned in route.steps:
+            table.add_row(planned.name, planned.plugin, planned.kind, f"{planned.source} -> {planned.result}",
+                          f"{planned.seconds:.1f}", f"{planned.step.fidelity_loss:g}",
+                          f"{planned.step.size_ratio:g}", f"{planned.cost:.3f}")
+        if not route.steps:
+            table.add_row("(none: the source already satisfies the target)", "", "", "", "", "", "", "0")
+        stdout.print(table)
+
+
+def print_targets() -> None:
+    catalog = load_catalog()
+    table = Table(show_header=True)
+    for column in ("target", "backend", "requires", "usable here", "declared by"):
+        table.add_column(column)
+    for name in sorted(catalog.targets):
+        target = catalog.targets[name]
+        backend = catalog.backends.get(target.backend)
+        if backend is None:
+            usable = f"no: no plugin provides backend {target.backend!r}"
+        else:
+            missing = missing_requirements(backend.requires)
+            usable = f"no: {install_hint(backend.extra, missing)}" if missing else "yes"
+        table.add_row(name, target.backend, target.requires.describe(), usable, catalog.owner.get(name, "?"))
+    stdout.print(table)
+    for name in sorted(catalog.targets):
+        stdout.print(f"  {name}: {catalog.targets[name].description}")
+
+
+def plugins_json() -> list[dict]:
+    catalog = load_catalog()
+    rows = []
+    for record in catalog.plugins:
+        declared = record.formats + record.converters + record.compressors + record.backends
+        missing = sorted({m for d in declared for m in missing_requirements(getattr(d, "requires", ()))})
+        extras = sorted({d.extra for d in declared if getattr(d, "extra", None)})
+        rows.append({
+            "name": record.name, "module": record.module, "origin": record.origin, "error": record.error,
+            "formats": [f.name for f in record.formats], "converters": [s.name for s in record.converters],
+            "compressors": [s.name for s in record.compressors], "backends": [b.name for b in record.backends],
+            "targets": [t.name for t in record.targets], "missing": missing,
+            "install": install_hint(extras[0] if len(extras) == 1 else None, missing) if missing else None,
+        })
+    return rows
+
+
+def print_plugins() -> None:
+    for row in plugins_json():
+        status = "[red]broken[/]" if row["error"] else ("[yellow]partly unavailable[/]" if row["missing"] else "ok")
+        stdout.print(f"[bold]{row['name']}[/] ({row['origin']}, {row['module']}): {status}")
+        for kind in ("formats", "converters", "compressors", "backends", "targets"):
+            if row[kind]:
+                stdout.print(f"    {kind}: {', '.join(row[kind])}")
+        if row["error"]:
+            stdout.print(f"    error: {row['error']}")
+        if row["missing"]:
+            stdout.print(f"    missing: {', '.join(row['missing'])} -> {row['install']}")
+
+
+def print_inspection(source: Any, info: Any) -> None:
+    stdout.print(f"{source.path}: {source.format.name} ({source.state}), {human_bytes(source.bytes)}"
+                 + (f", {info.parameters:,} parameters" if info.parameters is not None else ""))
+    for label, tensors in (("input", info.inputs), ("output", info.outputs)):
+        for tensor in tensors:
+            shape = "x".join("?" if d is None else str(d) for d in tensor.shape)
+            stdout.print(f"  {label:<6} {tensor.name:<24} {shape:<20} {tensor.dtype}")
+    for note in info.notes:
+        stdout.print(f"  note: {note}")

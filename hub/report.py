@@ -1,0 +1,119 @@
+"""The conversion report: what was planned, what ran, what it cost and how close the result stays.
+Its JSON form (Report.to_json) is documented in the README; scripts rely on its keys."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.verify import Fidelity
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    name: str
+    plugin: str
+    kind: str
+    state: str
+    seconds: float
+    bytes: int
+    fidelity: Fidelity | None
+    cached: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "plugin": self.plugin, "kind": self.kind, "state": self.state,
+            "seconds": round(self.seconds, 3), "bytes": self.bytes, "cached": self.cached,
+            "fidelity": self.fidelity.to_json() if self.fidelity else None, "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class RouteFailure:
+    route: list[str]
+    step: str
+    reason: str
+    detail: str | None = None
+
+    def to_json(self) -> dict:
+        return {"route": self.route, "failed_step": self.step, "reason": self.reason,
+                "detail": (self.detail or "")[-2000:] or None}
+
+
+@dataclass(frozen=True)
+class FinalRecord:
+    path: str
+    format: str
+    state: str
+    bytes: int
+    backend: str
+    latency_ms: float | None
+    source_latency_ms: float | None
+    fidelity: Fidelity | None
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path, "format": self.format, "state": self.state, "bytes": self.bytes,
+            "backend": self.backend, "latency_ms": _ms(self.latency_ms),
+            "source_latency_ms": _ms(self.source_latency_ms),
+            "fidelity": self.fidelity.to_json() if self.fidelity else None,
+        }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+@dataclass
+class Report:
+    source: dict[str, Any]
+    target: dict[str, Any]
+    samples: dict[str, Any]
+    planned: list[dict]
+    cost_weights: dict[str, float]
+    route: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    final: FinalRecord | None = None
+    alternatives_tried: list[RouteFailure] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA_VERSION,
+            "source": self.source,
+            "target": self.target,
+            "route": self.route,
+            "steps": [s.to_json() for s in self.steps],
+            "final": self.final.to_json() if self.final else None,
+            "alternatives_tried": [f.to_json() for f in self.alternatives_tried],
+            "planned_routes": self.planned,
+            "cost_weights": self.cost_weights,
+            "samples": self.samples,
+            "versions": self.versions,
+            "warnings": self.warnings,
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+
+def human_bytes(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def artifact_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

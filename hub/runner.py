@@ -1,0 +1,246 @@
+"""Runs a planned route step by step: each step in a worker on a copy of its input, cached by content,
+verified against the source, and on any failure the next route is tried."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from hub.cache import StepCache, copy_artifact, digest_path, distribution_versions, step_key
+from hub.declarations import Backend, Target, Tolerance
+from hub.errors import FidelityError, HubError, StepFailedError
+from hub.inputs import SampleSet
+from hub.planner import PlannedStep, Route
+from hub.plugins import Catalog, missing_requirements
+from hub.report import FinalRecord, RouteFailure, StepRecord, artifact_bytes
+from hub.sources import Source
+from hub.verify import Fidelity, compare
+from hub.worker import call_worker, load_outputs, save_samples
+from hub.states import TensorSpec
+
+LATENCY_REPEATS = 30
+
+
+class Progress(Protocol):
+    """What the runner tells its caller as it goes (the CLI draws it; the API ignores it by default)."""
+
+    def route_started(self, route: Route, attempt: int) -> None: ...
+    def step_started(self, planned: PlannedStep) -> None: ...
+    def step_finished(self, record: StepRecord) -> None: ...
+    def route_failed(self, failure: RouteFailure) -> None: ...
+    def measuring(self, what: str) -> None: ...
+
+
+class SilentProgress:
+    def route_started(self, route: Route, attempt: int) -> None: ...
+    def step_started(self, planned: PlannedStep) -> None: ...
+    def step_finished(self, record: StepRecord) -> None: ...
+    def route_failed(self, failure: RouteFailure) -> None: ...
+    def measuring(self, what: str) -> None: ...
+
+
+@dataclass
+class RunSettings:
+    tolerance: Tolerance
+    verify: bool = True
+    step_timeout: float = 1800.0
+    threads: int = 2
+    verify_samples: int = 32
+    step_options: dict[str, Any] = field(default_factory=dict)
+
+
+class RouteRunner:
+    """Executes routes for one source; holds the workspace, the samples and the source's reference outputs."""
+
+    def __init__(self, catalog: Catalog, source: Source, target: Target, inputs: tuple[TensorSpec, ...],
+                 samples: SampleSet, settings: RunSettings, cache: StepCache, workspace: Path,
+                 progress: Progress | None = None) -> None:
+        self.catalog, self.source, self.target, self.inputs = catalog, source, target, inputs
+        self.settings, self.cache, self.workspace = settings, cache, workspace
+        self.progress = progress or SilentProgress()
+        self.calibration_path = workspace / "calibration.npz"
+        np.savez(self.calibration_path, **samples.arrays)
+        self.calibration_digest = digest_path(self.calibration_path)
+        self.verification_feeds = samples.feeds(settings.verify_samples)
+        self.samples_path = workspace / "verification-samples.npz"
+        save_samples(self.samples_path, self.verification_feeds)
+        self.reference: list[list[np.ndarray]] | None = None
+        self.reference_note = ""
+        self._job = 0
+
+    # ---- backends and verification -----------------------------------------------------------------------
+
+    def backend_for(self, format_name: str) -> Backend | None:
+        preferred = self.catalog.backends.get(self.target.backend)
+        candidates = ([preferred] if preferred else []) + sorted(self.catalog.backends.values(), key=lambda b: b.name)
+        for backend in candidates:
+            if format_name in backend.formats and not missing_requirements(backend.requires):
+                return backend
+        return None
+
+    def run_outputs(self, artifact: Path, format_name: str) -> list[list[np.ndarray]] | None:
+        backend = self.backend_for(format_name)
+        if backend is None:
+            return None
+        outputs_path = self._scratch("outputs") / "outputs.npz"
+        call_worker("run_model", {"ref": backend.run, "model_path": str(artifact),
+                                  "samples_path": str(self.samples_path), "outputs_path": str(outputs_path),
+                                  "threads": self.settings.threads}, timeout=self.settings.step_timeout)
+        return load_outputs(outputs_path)
+
+    def prepare_reference(self) -> None:
+        self.reference = self.run_outputs(self.source.path, self.source.state.format)
+        if self.reference is None:
+            self.reference_note = (f"no installed backend runs {self.source.state.format}: steps are compared "
+                                   "with the first artifact that can be run")
+
+    def measure_fidelity(self, artifact: Path, format_name: str) -> Fidelity | None:
+        outputs = self.run_outputs(artifact, format_name)
+        if outputs is None:
+            return None
+        if self.reference is None:
+            self.reference = outputs
+        try:
+            return compare(self.reference, outputs)
+        except ValueError as error:
+            raise FidelityError(f"outputs do not line up with the source's: {error}") from error
+
+    def latency_ms(self, artifact: Path, format_name: str) -> float | None:
+        backend = self.backend_for(format_name)
+        if backend is None or backend.latency is None:
+            return None
+        return call_worker("latency", {"ref": backend.latency, "model_path": str(artifact),
+                                       "samples_path": str(self.samples_path), "threads": self.settings.threads,
+                                       "repeats": LATENCY_REPEATS}, timeout=self.settings.step_timeout)
+
+    # ---- steps and routes ---------------------------------------------------------------------------------
+
+    def _scratch(self, label: str) -> Path:
+        self._job += 1
+        folder = self.workspace / f"{self._job:03d}-{label}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def _options(self, planned: PlannedStep) -> dict[str, Any]:
+        options = {**planned.step.options, **self.target.options}
+        options.update(self.settings.step_options.get(planned.name, {}))
+        options.update(self.settings.step_options.get("*", {}))
+        return options
+
+    def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
+        record = next((p for p in self.catalog.plugins if p.name == planned.plugin), None)
+        return step_key(
+            input=digest_path(artifact), step=planned.name, produces=dict(planned.step.produces),
+            options=options, inputs=[s.to_json() for s in self.inputs],
+            calibration=self.calibration_digest if planned.step.needs_calibration else None,
+            plugin=record.origin if record else None, versions=distribution_versions(planned.step.requires),
+        )
+
+    def run_step(self, planned: PlannedStep, artifact: Path) -> tuple[StepRecord, Path]:
+        self.progress.step_started(planned)
+        options = self._options(planned)
+        key = self._key(planned, artifact, options)
+        cached = self.cache.lookup(key)
+        started = time.perf_counter()
+        if cached:
+            output, meta = cached
+            notes = meta.get("notes", {})
+        else:
+            output, notes = self._execute(planned, artifact, options)
+            output = self.cache.store(key, output, {"notes": notes, "step": planned.name})
+        fidelity = self.measure_fidelity(output, planned.result.format) if self.settings.verify else None
+        record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result),
+                            time.perf_counter() - started, artifact_bytes(output), fidelity, bool(cached), notes)
+        self.progress.step_finished(record)
+        if fidelity is not None:
+            violations = fidelity.violations(self.settings.tolerance)
+            if violations:
+                raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
+                                    + "; ".join(violations))
+        return record, output
+
+    def _execute(self, planned: PlannedStep, artifact: Path, options: dict) -> tuple[Path, dict]:
+        folder = self._scratch(planned.name)
+        (folder / "input").mkdir()
+        private_input = folder / "input" / artifact.name
+        copy_artifact(artifact, private_input)  # steps get a copy: some libraries rewrite their input
+        workdir = folder / "work"
+        workdir.mkdir()
+        value = call_worker("step", {"ref": planned.step.run, "context": {
+            "input_path": str(private_input), "workdir": str(workdir), "options": options,
+            "inputs": [s.to_json() for s in self.inputs],
+            "calibration": str(self.calibration_path) if planned.step.needs_calibration else None,
+        }}, timeout=planned.step.timeout or self.settings.step_timeout, cwd=workdir)
+        output = Path(value["path"]).resolve()
+        if not output.exists() or workdir.resolve() not in output.parents:
+            raise StepFailedError(f"step {planned.name} returned {output}, which is not a file it wrote in its "
+                                  "work folder (a bug in its plugin)")
+        return output, value.get("notes", {})
+
+    def run_route(self, route: Route) -> tuple[Path, list[StepRecord]]:
+        artifact, records = self.source.path, []
+        for planned in route.steps:
+            try:
+                record, artifact = self.run_step(planned, artifact)
+            except HubError as error:
+                error.failed_step = planned.name  # type: ignore[attr-defined]
+                raise
+            records.append(record)
+        return artifact, records
+
+    def run_first_working(self, routes: list[Route]) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
+        """Try routes in order; the first that runs and verifies wins. Raises StepFailedError if none does."""
+        failures: list[RouteFailure] = []
+        for attempt, route in enumerate(routes, 1):
+            self.progress.route_started(route, attempt)
+            try:
+                artifact, records = self.run_route(route)
+                return route, artifact, records, failures
+            except HubError as error:
+                failure = RouteFailure(route.names, getattr(error, "failed_step", "?"), error.message, error.detail)
+                failures.append(failure)
+                self.progress.route_failed(failure)
+        lines = [f"all {len(routes)} route(s) to {self.target.name} failed:"]
+        lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
+        raise StepFailedError("\n".join(lines), detail="\n\n".join(f.detail or "" for f in failures))
+
+    def final_record(self, artifact: Path, output_path: Path, route: Route, records: list[StepRecord],
+                     measure_latency: bool = True) -> FinalRecord:
+        state = route.steps[-1].result if route.steps else self.source.state
+        fidelity = records[-1].fidelity if records else (
+            self.measure_fidelity(artifact, state.format) if self.settings.verify else None)
+        latency = source_latency = None
+        if measure_latency:
+            self.progress.measuring("latency")
+            latency = self.latency_ms(artifact, state.format)
+            source_latency = self.latency_ms(self.source.path, self.source.state.format)
+        backend = self.backend_for(state.format)
+        return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
+                           backend.name if backend else "-", latency, source_latency, fidelity)
+
+
+def write_atomically(artifact: Path, destination: Path) -> None:
+    """Copy into the destination's folder under a temporary name, then rename into place."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        copy_artifact(artifact, partial)
+        if destination.is_dir():
+            shutil.rmtree(destination)
+        os.replace(partial, destination)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+
+
+def write_text_atomically(text: str, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
+    partial.write_text(text)
+    os.replace(partial, destination)

@@ -1,0 +1,96 @@
+"""The planner's vocabulary: where a model is (ModelState) and where it must get to (Requirement)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Iterable, Mapping
+
+
+@dataclass(frozen=True, order=True)
+class ModelState:
+    """A point in the space the planner searches.
+
+    format: the file format ("onnx", "torch-export", ...).
+    precision: "fp32", "fp16", "int8" (static, weights and activations) or "int8-dynamic" (weights only).
+    graph: "raw" as a framework exported it, "optimized" after a clean-up pass.
+    """
+
+    format: str
+    precision: str = "fp32"
+    graph: str = "raw"
+
+    def changed(self, changes: Mapping[str, str]) -> "ModelState":
+        return replace(self, **dict(changes))
+
+    def __str__(self) -> str:
+        return f"{self.format}/{self.precision}/{self.graph}"
+
+
+STATE_ATTRIBUTES = tuple(f.name for f in fields(ModelState))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Allowed values per state attribute; an attribute not named is unconstrained."""
+
+    allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, **allowed: str | Iterable[str]) -> "Requirement":
+        normalized = {}
+        for attribute, values in allowed.items():
+            if attribute not in STATE_ATTRIBUTES:
+                raise ValueError(f"unknown state attribute {attribute!r}; known: {', '.join(STATE_ATTRIBUTES)}")
+            normalized[attribute] = frozenset([values] if isinstance(values, str) else values)
+        return cls(normalized)
+
+    def matches(self, state: ModelState) -> bool:
+        return all(getattr(state, attribute) in values for attribute, values in self.allowed.items())
+
+    def describe(self) -> str:
+        return ", ".join(f"{a}={'|'.join(sorted(v))}" for a, v in sorted(self.allowed.items())) or "anything"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output. A dimension of None is dynamic."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "TensorSpec":
+        return cls(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a format plugin can tell about a model file."""
+
+    format: str
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    parameters: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "format": self.format,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "parameters": self.parameters,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "ModelInfo":
+        return cls(
+            format=data["format"],
+            inputs=tuple(TensorSpec.from_json(t) for t in data.get("inputs", ())),
+            outputs=tuple(TensorSpec.from_json(t) for t in data.get("outputs", ())),
+            parameters=data.get("parameters"),
+            notes=tuple(data.get("notes", ())),
+        )

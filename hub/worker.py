@@ -1,0 +1,193 @@
+"""Isolated execution: every step, description and model run happens in a fresh worker process.
+
+The parent writes a job file and starts `python -m hub.worker JOB`; the child imports the plugin function by
+its "module:function" reference, runs it, and writes a result file. Frameworks that exit, crash, leak
+environment variables or hold memory cannot take the hub down with them, and a timeout kills the whole
+process group. Arrays cross the boundary as .npz files, everything else as JSON.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from hub import errors
+from hub.errors import HubError, MissingDependencyError, StepFailedError
+
+STDERR_TAIL_CHARS = 4000
+
+
+class WorkerCrashed(StepFailedError):
+    """The worker process died (a signal, an exit without a result) or ran past its timeout."""
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise MissingDependencyError(
+            f"cannot import {error.name!r} needed by {reference}: install the plugin's extra "
+            "(see `hub plugins`)", detail=str(error)) from error
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+# ---- child side -----------------------------------------------------------------------------------------
+
+def _run_step(ref: str, context: dict) -> dict:
+    from hub.declarations import StepContext
+    from hub.states import TensorSpec
+
+    ctx = StepContext(
+        input_path=Path(context["input_path"]),
+        workdir=Path(context["workdir"]),
+        options=dict(context["options"]),
+        inputs=tuple(TensorSpec.from_json(t) for t in context["inputs"]),
+        calibration=Path(context["calibration"]) if context.get("calibration") else None,
+    )
+    output = Path(resolve(ref)(ctx))
+    return {"path": str(output), "notes": ctx.notes}
+
+
+def _describe(ref: str, path: str, options: dict) -> dict:
+    return resolve(ref)(Path(path), options).to_json()
+
+
+def _run_model(ref: str, model_path: str, samples_path: str, outputs_path: str, threads: int) -> dict:
+    samples = load_samples(Path(samples_path))
+    outputs = resolve(ref)(Path(model_path), samples, threads)
+    save_outputs(Path(outputs_path), outputs)
+    return {"samples": len(outputs)}
+
+
+def _latency(ref: str, model_path: str, samples_path: str, threads: int, repeats: int) -> float:
+    sample = load_samples(Path(samples_path))[0]
+    return float(resolve(ref)(Path(model_path), sample, threads, repeats))
+
+
+JOBS: dict[str, Callable[..., Any]] = {
+    "step": _run_step, "describe": _describe, "run_model": _run_model, "latency": _latency,
+}
+
+
+def _child_main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    try:
+        outcome = {"ok": True, "value": JOBS[job["kind"]](**job["args"])}
+    except BaseException as error:  # SystemExit and KeyboardInterrupt too: a library's exit is a failure
+        outcome = {
+            "ok": False,
+            "error_class": type(error).__name__ if isinstance(error, HubError) else None,
+            "message": getattr(error, "message", None) or f"{type(error).__name__}: {error}",
+            "detail": traceback.format_exc(),
+        }
+    Path(job["result"]).write_text(json.dumps(outcome, default=str))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown: some frameworks hang or crash in their atexit handlers
+
+
+# ---- arrays across the boundary --------------------------------------------------------------------------
+
+def save_samples(path: Path, samples: list[dict[str, np.ndarray]]) -> None:
+    arrays = {f"{i}/{name}": value for i, sample in enumerate(samples) for name, value in sample.items()}
+    np.savez(path, **arrays)
+
+
+def load_samples(path: Path) -> list[dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as data:
+        samples: dict[int, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            index, _, name = key.partition("/")
+            samples.setdefault(int(index), {})[name] = data[key]
+    return [samples[i] for i in sorted(samples)]
+
+
+def save_outputs(path: Path, outputs: list[list[np.ndarray]]) -> None:
+    np.savez(path, **{f"{i}/{j}": np.asarray(o) for i, sample in enumerate(outputs) for j, o in enumerate(sample)})
+
+
+def load_outputs(path: Path) -> list[list[np.ndarray]]:
+    by_sample: dict[int, dict[int, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            i, j = (int(part) for part in key.split("/"))
+            by_sample.setdefault(i, {})[j] = data[key]
+    return [[by_sample[i][j] for j in sorted(by_sample[i])] for i in sorted(by_sample)]
+
+
+# ---- parent side -----------------------------------------------------------------------------------------
+
+def call_worker(kind: str, args: dict, timeout: float | None, cwd: Path | None = None,
+                python: str | None = None) -> Any:
+    """Run one job in a fresh process and return its value, or raise the error it ended with."""
+    with tempfile.TemporaryDirectory(prefix="hub-job-") as scratch:
+        job_path, result_path, log_path = (Path(scratch) / n for n in ("job.json", "result.json", "stderr.log"))
+        job_path.write_text(json.dumps({"kind": kind, "args": args, "result": str(result_path)}))
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [python or sys.executable, "-m", "hub.worker", str(job_path)],
+                cwd=cwd or scratch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=_worker_environment(),
+            )
+            try:
+                returncode = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                raise WorkerCrashed(f"timed out after {timeout:.0f} s", detail=_tail(log_path)) from None
+            except BaseException:
+                _kill_group(process)
+                raise
+        return _outcome(result_path, returncode, log_path)
+
+
+def _worker_environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    # the worker must import the same hub and plugins as the parent, even when they are not installed
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path[1:], environment.get("PYTHONPATH")]))
+    environment.setdefault("PYTHONHASHSEED", "0")
+    return environment
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-STDERR_TAIL_CHARS:]
+
+
+def _outcome(result_path: Path, returncode: int, log_path: Path) -> Any:
+    if not result_path.exists():
+        if returncode < 0:
+            reason = f"the worker was killed by {signal.Signals(-returncode).name}"
+        else:
+            reason = f"the worker exited with status {returncode} before finishing"
+        raise WorkerCrashed(reason, detail=_tail(log_path))
+    outcome = json.loads(result_path.read_text())
+    if outcome["ok"]:
+        return outcome["value"]
+    error_class = getattr(errors, outcome["error_class"] or "", None)
+    if not (isinstance(error_class, type) and issubclass(error_class, HubError)):
+        error_class = StepFailedError
+    raise error_class(outcome["message"], detail=outcome["detail"] + "\n" + _tail(log_path))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

@@ -1,0 +1,64 @@
+"""Graph clean-up steps (fp32 raw -> fp32 optimized): onnxslim, or ONNX Runtime's quantization pre-processing."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from hub.declarations import StepContext
+from hub_onnx.model_file import is_large, iter_nodes, load_model, save_model
+
+
+def run_onnxslim(ctx: StepContext) -> Path:
+    """Fold constants, fuse Conv+BN and drop dead nodes with onnxslim."""
+    import onnxslim
+
+    model = load_model(ctx.input_path)
+    nodes_before = sum(1 for _ in iter_nodes(model))
+    slimmed = onnxslim.slim(model)
+    output = save_model(slimmed, ctx.workdir / "model.slim.onnx")
+    ctx.notes.update(nodes_before=nodes_before, nodes_after=sum(1 for _ in iter_nodes(slimmed)),
+                     op_types_after=dict(Counter(n.op_type for n in iter_nodes(slimmed))))
+    return output
+
+
+def run_quant_preprocess(ctx: StepContext) -> Path:
+    """ONNX Runtime's quant_pre_process: symbolic shape inference, basic ORT optimizations, ONNX shapes."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = load_model(ctx.input_path, with_weights=False)
+    large = is_large(model, ctx.input_path)
+    output = ctx.workdir / "model.preprocessed.onnx"
+    scratch = ctx.workdir / "scratch"
+    scratch.mkdir()
+    settings = dict(save_as_external_data=large, all_tensors_to_one_file=True,
+                    external_data_location=output.name + ".data" if large else None)
+    # Symbolic shape inference leaves *.data and sym_shape_infer_temp.onnx in the current directory.
+    with working_directory(scratch):
+        try:
+            quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), **settings)
+            ctx.notes["symbolic_shape_inference"] = True
+        except Exception as error:
+            logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", error)
+            ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=str(error)[:300])
+            quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), skip_symbolic_shape=True,
+                              **settings)
+    shutil.rmtree(scratch, ignore_errors=True)
+    result = load_model(output, with_weights=False)
+    ctx.notes.update(nodes_before=sum(1 for _ in iter_nodes(model)),
+                     nodes_after=sum(1 for _ in iter_nodes(result)))
+    return output
+
+
+@contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -1,0 +1,152 @@
+"""int8 steps through onnxruntime.quantization: static (QDQ, calibrated) and dynamic (weights only)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hub.declarations import StepContext
+from hub.errors import UsageError
+from hub.states import TensorSpec
+from hub_onnx import DYNAMIC_INT8_OPTIONS, STATIC_INT8_OPTIONS
+from hub_onnx.model_file import graph_inputs, is_large, iter_nodes, load_model
+
+Feed = dict[str, np.ndarray]
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile",
+                       "distribution": "Distribution"}
+QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+
+
+def run_static_int8(ctx: StepContext) -> Path:
+    """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    options = {**STATIC_INT8_OPTIONS, **ctx.options}
+    model = load_model(ctx.input_path, with_weights=False)
+    feeds = calibration_feeds(ctx, graph_inputs(model), options)
+    output = ctx.workdir / "model.int8.onnx"
+    quantize_static(
+        str(ctx.input_path), str(output), feeds_reader(feeds),
+        quant_format=QuantFormat.QDQ,
+        per_channel=bool(options["per_channel"]),
+        reduce_range=bool(options["reduce_range"]),
+        activation_type=quant_type(options["activation_type"], "activation_type"),
+        weight_type=quant_type(options["weight_type"], "weight_type"),
+        calibrate_method=getattr(CalibrationMethod, _choice(options["calibrate_method"], CALIBRATION_METHODS,
+                                                            "calibrate_method")),
+        use_external_data_format=is_large(model, ctx.input_path),
+        extra_options={"ActivationSymmetric": bool(options["symmetric_activations"])},
+    )
+    ctx.notes.update({key: options[key] for key in ("per_channel", "activation_type", "weight_type",
+                                                    "calibrate_method", "symmetric_activations", "reduce_range")})
+    ctx.notes["calibration_samples"] = len(feeds)
+    ctx.notes.update(node_counts(model, output))
+    return output
+
+
+def run_dynamic_int8(ctx: StepContext) -> Path:
+    """quantize_dynamic: int8 weights (per channel by default), activations quantized at run time."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    options = {**DYNAMIC_INT8_OPTIONS, **ctx.options}
+    model = load_model(ctx.input_path, with_weights=False)
+    output = ctx.workdir / "model.int8-dynamic.onnx"
+    quantize_dynamic(
+        str(ctx.input_path), str(output),
+        per_channel=bool(options["per_channel"]),
+        reduce_range=bool(options["reduce_range"]),
+        weight_type=quant_type(options["weight_type"], "weight_type"),
+        use_external_data_format=is_large(model, ctx.input_path),
+    )
+    ctx.notes.update({key: options[key] for key in ("per_channel", "weight_type", "reduce_range")})
+    ctx.notes.update(node_counts(model, output))
+    return output
+
+
+def calibration_feeds(ctx: StepContext, inputs: tuple[TensorSpec, ...], options: dict[str, Any]) -> list[Feed]:
+    """Batch-1 feeds for calibration: from the .npz in ctx.calibration, else seeded random ones (noted)."""
+    if ctx.calibration is not None:
+        feeds = feeds_from_npz(Path(ctx.calibration), inputs)[: int(options["max_calibration_samples"])]
+        ctx.notes["calibration_source"] = Path(ctx.calibration).name
+        return feeds
+    count = int(options["random_calibration_samples"])
+    ctx.notes["calibration_source"] = "random"
+    ctx.notes["warning"] = (f"no calibration data given: activation ranges come from {count} random inputs and "
+                            "may not match real data; pass a calibration .npz for a faithful int8 model")
+    shapes = {spec.name: spec.shape for spec in ctx.inputs}
+    return random_feeds(inputs, shapes, count, int(options["seed"]))
+
+
+def feeds_from_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> list[Feed]:
+    """Split an .npz (one array per input, samples along axis 0) into batch-1 feeds cast to the inputs' dtypes."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if len(arrays) == 1 and len(inputs) == 1:
+        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    missing = [spec.name for spec in inputs if spec.name not in arrays]
+    if missing:
+        raise UsageError(f"calibration file {path.name} has no array for input(s) {', '.join(missing)}; "
+                         f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
+    counts = {spec.name: len(arrays[spec.name]) for spec in inputs}
+    if len(set(counts.values())) > 1:
+        raise UsageError(f"calibration arrays in {path.name} hold different sample counts: {counts}")
+    sample_count = min(counts.values(), default=0)
+    return [{spec.name: arrays[spec.name][i:i + 1].astype(spec.dtype) for spec in inputs}
+            for i in range(sample_count)]
+
+
+def random_feeds(inputs: tuple[TensorSpec, ...], shapes: dict[str, tuple[int | None, ...]], count: int,
+                 seed: int) -> list[Feed]:
+    """`count` seeded batch-1 feeds; dynamic dimensions become 1, integer inputs stay small (ids, masks)."""
+    rng = np.random.default_rng(seed)
+
+    def sample(spec: TensorSpec) -> np.ndarray:
+        shape = tuple(d if d else 1 for d in shapes.get(spec.name, spec.shape))
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            return rng.standard_normal(shape).astype(dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, shape).astype(bool)
+        return rng.integers(0, 2, shape).astype(dtype)
+
+    return [{spec.name: sample(spec) for spec in inputs} for _ in range(count)]
+
+
+def feeds_reader(feeds: list[Feed]) -> Any:
+    """A CalibrationDataReader over a list of feeds (the class needs onnxruntime, hence built here)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedsReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._remaining = iter(feeds)
+
+        def get_next(self) -> Feed | None:
+            return next(self._remaining, None)
+
+        def rewind(self) -> None:
+            self._remaining = iter(feeds)
+
+    return FeedsReader()
+
+
+def quant_type(name: str, option: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return getattr(QuantType, _choice(name, QUANT_TYPES, option))
+
+
+def node_counts(before: Any, output: Path) -> dict[str, Any]:
+    after = load_model(output, with_weights=False)
+    op_types = Counter(node.op_type for node in iter_nodes(after))
+    return {"nodes_before": sum(1 for _ in iter_nodes(before)), "nodes_after": sum(op_types.values()),
+            "quantized_op_types": {op: n for op, n in sorted(op_types.items())
+                                   if "Quantize" in op or "Integer" in op or op.startswith("QLinear")}}
+
+
+def _choice(value: str, choices: dict[str, str], option: str) -> str:
+    key = str(value).lower()
+    if key not in choices:
+        raise UsageError(f"option {option}={value!r} is not one of: {', '.join(choices)}")
+    return choices[key]
