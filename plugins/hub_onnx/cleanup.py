@@ -42,12 +42,14 @@ def run_quant_preprocess(ctx: StepContext) -> Path:
         try:
             quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), **settings)
             ctx.notes["symbolic_shape_inference"] = True
-        except Exception as error:
-            logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", error)
-            ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=str(error)[:300])
+        except Exception as error:  # e.g. "Incomplete symbolic shape inference" on BERT-style exports
+            reason = f"{type(error).__name__}: {error}"[:300]
+            logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", reason)
+            ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=reason)
             quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), skip_symbolic_shape=True,
                               **settings)
-    shutil.rmtree(scratch, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     result = load_model(output, with_weights=False)
     ctx.notes.update(nodes_before=sum(1 for _ in iter_nodes(model)),
                      nodes_after=sum(1 for _ in iter_nodes(result)))

@@ -142,7 +142,7 @@ def node_counts(before: Any, output: Path) -> dict[str, Any]:
     op_types = Counter(node.op_type for node in iter_nodes(after))
     return {"nodes_before": sum(1 for _ in iter_nodes(before)), "nodes_after": sum(op_types.values()),
             "quantized_op_types": {op: n for op, n in sorted(op_types.items())
-                                   if "Quantize" in op or "Integer" in op or op.startswith("QLinear")}}
+                                   if "quantize" in op.lower() or "Integer" in op or op.startswith("QLinear")}}
 
 
 def _choice(value: str, choices: dict[str, str], option: str) -> str:

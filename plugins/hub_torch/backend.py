@@ -11,7 +11,7 @@ import numpy as np
 from hub.errors import UnsupportedModelError
 from hub_torch.describe import load_torchscript, torchscript_input_names
 from hub_torch.detect import is_torch_export, is_torchscript
-from hub_torch.tensors import call_program, feed_tensors, program_input_names, tensors_to_numpy
+from hub_torch.tensors import call_program, feed_tensors, load_program, program_input_names, tensors_to_numpy
 
 Inference = Callable[[dict[str, np.ndarray]], Any]
 
@@ -44,10 +44,8 @@ def latency(model_path: Path, sample: dict[str, np.ndarray], threads: int, repea
 
 def load_inference(model_path: Path) -> Inference:
     """A function running the model on one sample keyed by input name."""
-    import torch
-
     if is_torch_export(model_path):
-        program = torch.export.load(str(model_path))
+        program = load_program(model_path)
         module = program.module()
         names: Sequence[str] = program_input_names(program)
         return lambda sample: call_program(program, module, feed_tensors(sample, names))

@@ -12,8 +12,10 @@ from hub_torch.detect import archive_entries
 from hub_torch.tensors import (
     dtype_name,
     example_tensors,
+    load_program,
     program_input_specs,
     program_output_specs,
+    quiet_torch_deprecations,
     specs_from_options,
     static_shape,
 )
@@ -25,9 +27,7 @@ UNKNOWN_SHAPE_NOTE = "input shapes are not recorded in the file: pass --input NA
 
 
 def describe_torch_export(path: Path, options: dict[str, Any]) -> ModelInfo:
-    import torch
-
-    program = torch.export.load(str(path))
+    program = load_program(path)
     return ModelInfo(
         format="torch-export",
         inputs=program_input_specs(program),
@@ -37,8 +37,6 @@ def describe_torch_export(path: Path, options: dict[str, Any]) -> ModelInfo:
 
 
 def describe_torchscript(path: Path, options: dict[str, Any]) -> ModelInfo:
-    import torch
-
     module = load_torchscript(path)
     inputs = torchscript_input_specs(module) or specs_from_options(options)
     notes: tuple[str, ...] = ()
@@ -108,7 +106,8 @@ def load_torchscript(path: Path) -> "torch.jit.ScriptModule":
     # Re-tracing with the stored inputs gives the graph inputs their shapes; without stored inputs torch
     # only prints a warning, so ask for it only when the archive has them.
     has_traced_inputs = any(rest == "traced_inputs.pkl" for _, rest in archive_entries(path))
-    return torch.jit.load(str(path), map_location="cpu", _restore_shapes=has_traced_inputs)
+    with quiet_torch_deprecations():
+        return torch.jit.load(str(path), map_location="cpu", _restore_shapes=has_traced_inputs)
 
 
 def torchscript_input_names(module: "torch.jit.ScriptModule") -> list[str]:

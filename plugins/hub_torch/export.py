@@ -13,7 +13,14 @@ from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, UsageError
 from hub_torch import DYNAMO_OPSET, LEGACY_OPSET
 from hub_torch.describe import find_state_dict, load_torchscript, refuse_untrusted_pickle, torchscript_input_specs
-from hub_torch.tensors import example_tensors, flat_input_module, program_input_names, program_input_specs
+from hub_torch.tensors import (
+    example_tensors,
+    flat_input_module,
+    load_program,
+    program_input_names,
+    program_input_specs,
+    quiet_torch_deprecations,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +35,7 @@ def export_program_to_onnx(ctx: StepContext) -> Path:
 
     if importlib.util.find_spec("onnxscript") is None:
         raise MissingDependencyError("the dynamo ONNX exporter needs onnxscript: pip install 'conversion-hub[torch]'")
-    program = torch.export.load(str(ctx.input_path))
+    program = load_program(ctx.input_path)
     opset = int(ctx.options.get("opset", DYNAMO_OPSET))
     output = ctx.workdir / "model.onnx"
     torch.onnx.export(
@@ -48,14 +55,14 @@ def trace_program_to_torchscript(ctx: StepContext) -> Path:
     """torch-export -> torchscript by tracing program.module() on batch-1 example inputs."""
     import torch
 
-    program = torch.export.load(str(ctx.input_path))
+    program = load_program(ctx.input_path)
     example = example_tensors(ctx.inputs or program_input_specs(program), "torch-trace-to-torchscript")
-    with warnings.catch_warnings():
+    output = ctx.workdir / "model.pt"
+    with quiet_torch_deprecations():
         # program.module() checks its input shapes in Python; tracing those checks is harmless.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(flat_input_module(program), example, check_trace=False)
-    output = ctx.workdir / "model.pt"
-    torch.jit.save(traced, str(output))
+        torch.jit.save(traced, str(output))
     ctx.notes.update(tracer="torch.jit.trace", example_shapes=[list(tensor.shape) for tensor in example])
     return output
 

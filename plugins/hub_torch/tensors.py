@@ -1,8 +1,11 @@
 """Torch helpers shared by the describe, export and backend modules. torch is imported inside functions only."""
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -12,6 +15,23 @@ from hub.states import TensorSpec
 if TYPE_CHECKING:
     import torch
     from torch.export import ExportedProgram
+
+
+@contextlib.contextmanager
+def quiet_torch_deprecations() -> Iterator[None]:
+    """Hide torch 2.13's deprecation notices for torch.jit (the TorchScript route is our deliberate fallback) and
+    the FutureWarning torch.export.load raises from its own pickled tree specs: they say nothing about the model."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="`isinstance.treespec, LeafSpec.` is deprecated", category=FutureWarning)
+        yield
+
+
+def load_program(path: Path) -> "ExportedProgram":
+    import torch
+
+    with quiet_torch_deprecations():
+        return torch.export.load(str(path))
 
 
 def dtype_name(dtype: "torch.dtype") -> str:

@@ -1,0 +1,313 @@
+"""The built-in ONNX plugins: format detection and description, the ONNX -> ONNX compressors, the ORT backend.
+
+Models are built here: a tiny CNN (Conv+BN+ReLU, depthwise Conv+BN+ReLU, pointwise Conv, Linear) exported
+with torch's legacy exporter, and hand-made graphs from onnx.helper.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from hub.declarations import StepContext
+from hub.errors import UnsupportedModelError, UsageError
+from hub.states import ModelState, TensorSpec
+from hub_onnx.cleanup import run_onnxslim, run_quant_preprocess
+from hub_onnx.half import run_fp16
+from hub_onnx.model_file import describe_onnx, detect_onnx, load_model
+from hub_onnx.quantize import feeds_from_npz, run_dynamic_int8, run_static_int8
+from hub_onnxruntime.session import median_latency_ms, run_samples
+
+INPUT_SHAPE = (3, 16, 16)
+CALIBRATION_SAMPLES = 24
+
+
+def tiny_cnn():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 64, 1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 100),
+    )
+    for module in model:
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial statistics so that fusing them matters
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fp32_model(tmp_path_factory) -> Path:
+    import torch
+
+    path = tmp_path_factory.mktemp("source") / "cnn.onnx"
+    torch.onnx.export(tiny_cnn(), torch.zeros(1, *INPUT_SHAPE), str(path), dynamo=False,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calibration") / "images.npz"
+    images = np.random.default_rng(1).standard_normal((CALIBRATION_SAMPLES, *INPUT_SHAPE)).astype(np.float32)
+    np.savez(path, images=images)  # the key is not the input name: one array for one input is used anyway
+    return path
+
+
+@pytest.fixture(scope="module")
+def samples(calibration) -> list[dict[str, np.ndarray]]:
+    images = np.load(calibration)["images"]
+    return [{"image": images[i:i + 1]} for i in range(len(images))]
+
+
+@pytest.fixture(scope="module")
+def optimized_model(fp32_model, tmp_path_factory) -> Path:
+    return run_onnxslim(context(fp32_model, tmp_path_factory.mktemp("slim")))
+
+
+def context(model: Path, workdir: Path, calibration: Path | None = None, **options) -> StepContext:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return StepContext(input_path=model, workdir=workdir, options=options, calibration=calibration,
+                       inputs=(TensorSpec("image", (None, *INPUT_SHAPE)),))
+
+
+def outputs(model: Path, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([result[0] for result in run_samples(model, samples, threads=1)])
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(np.mean(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def folder_listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+
+
+# --- detection and description ---------------------------------------------------------------------------
+
+def test_detects_fp32_export_as_raw_fp32(fp32_model):
+    assert detect_onnx(fp32_model) == {"precision": "fp32", "graph": "raw"}
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is text\n", b"\x00" * 64, b"\x08\x07",
+                                     b"\x08\x07\x12\xff\xff\xff\xff\x0f garbage", bytes(range(256))])
+def test_detect_rejects_foreign_content_named_onnx(tmp_path, content):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    assert detect_onnx(path) is None
+
+
+def test_detect_rejects_truncated_model_and_directories(fp32_model, tmp_path):
+    data = fp32_model.read_bytes()
+    for cut in (len(data) // 2, len(data) - 3, 40):
+        truncated = tmp_path / f"cut{cut}.onnx"
+        truncated.write_bytes(data[:cut])
+        assert detect_onnx(truncated) is None, cut
+    assert detect_onnx(tmp_path) is None
+    assert detect_onnx(tmp_path / "missing.onnx") is None
+
+
+def test_describe_reports_inputs_outputs_and_parameters(fp32_model):
+    info = describe_onnx(fp32_model, {})
+    assert info.format == "onnx"
+    assert info.inputs == (TensorSpec("image", (None, 3, 16, 16), "float32"),)
+    assert info.outputs == (TensorSpec("logits", (None, 100), "float32"),)
+    expected = sum(p.numel() for p in tiny_cnn().parameters())
+    # The exporter folds BatchNorm into the convolutions: weights and biases stay, BN's four vectors go.
+    assert info.parameters == expected - 2 * 32 * 2
+    assert any(note.startswith("opset ") for note in info.notes)
+
+
+# --- external data ---------------------------------------------------------------------------------------
+
+def model_with_external_weight(folder: Path, location: str) -> Path:
+    weight = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        tensor.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [weight],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [tensor])
+    path = folder / "model.onnx"
+    # Written as bytes: onnx.save would try to write the external tensor itself.
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "sub/../../outside.bin"])
+def test_refuses_external_data_outside_model_folder(tmp_path, location):
+    path = model_with_external_weight(tmp_path, location)
+    assert detect_onnx(path) == {"precision": "fp32", "graph": "raw"}  # detection reads no external data
+    with pytest.raises(UnsupportedModelError, match="outside the model's folder"):
+        describe_onnx(path, {})
+    with pytest.raises(UnsupportedModelError, match="outside the model's folder"):
+        load_model(path)
+    with pytest.raises(UnsupportedModelError):
+        run_onnxslim(context(path, tmp_path / "work"))
+
+
+def test_reads_external_data_next_to_model(tmp_path):
+    path = model_with_external_weight(tmp_path, "weights.bin")
+    (tmp_path / "weights.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    model = load_model(path)
+    np.testing.assert_array_equal(numpy_helper.to_array(model.graph.initializer[0]), [0, 1, 2, 3])
+    result = run_samples(path, [{"x": np.ones(4, np.float32)}], threads=1)
+    np.testing.assert_array_equal(result[0][0], [1, 2, 3, 4])
+
+
+# --- clean-up steps --------------------------------------------------------------------------------------
+
+def test_onnxslim_keeps_outputs_and_drops_nodes(fp32_model, tmp_path, samples):
+    ctx = context(fp32_model, tmp_path / "work")
+    before = folder_listing(fp32_model.parent)
+    output = run_onnxslim(ctx)
+    assert output.parent == ctx.workdir
+    assert np.abs(outputs(output, samples) - outputs(fp32_model, samples)).max() < 1e-4
+    assert ctx.notes["nodes_after"] <= ctx.notes["nodes_before"]
+    assert folder_listing(fp32_model.parent) == before
+
+
+def test_quant_preprocess_keeps_outputs_and_leaves_only_its_output(fp32_model, tmp_path, samples):
+    ctx = context(fp32_model, tmp_path / "work")
+    before = folder_listing(fp32_model.parent)
+    output = run_quant_preprocess(ctx)
+    assert np.abs(outputs(output, samples) - outputs(fp32_model, samples)).max() < 1e-4
+    assert [p.name for p in ctx.workdir.iterdir()] == [output.name]
+    assert folder_listing(fp32_model.parent) == before
+    assert ctx.notes["symbolic_shape_inference"] is True
+
+
+def test_quant_preprocess_skips_symbolic_shapes_when_they_fail(fp32_model, tmp_path, samples, monkeypatch):
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    def fail(*args, **kwargs):
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(fail))
+    ctx = context(fp32_model, tmp_path / "work")
+    output = run_quant_preprocess(ctx)
+    assert ctx.notes["symbolic_shape_inference"] is False
+    assert "Incomplete" in ctx.notes["symbolic_shape_error"]
+    assert np.abs(outputs(output, samples) - outputs(fp32_model, samples)).max() < 1e-4
+
+
+# --- precision steps -------------------------------------------------------------------------------------
+
+def test_static_int8_stays_close_and_shrinks(optimized_model, calibration, samples, tmp_path):
+    ctx = context(optimized_model, tmp_path / "work", calibration)
+    before = folder_listing(optimized_model.parent)
+    output = run_static_int8(ctx)
+    assert folder_listing(optimized_model.parent) == before
+    cosine = mean_cosine(outputs(output, samples), outputs(optimized_model, samples))
+    print(f"static int8 cosine {cosine:.5f}, {optimized_model.stat().st_size} -> {output.stat().st_size} bytes")
+    assert cosine > 0.98
+    assert output.stat().st_size < 0.6 * optimized_model.stat().st_size
+    assert detect_onnx(output)["precision"] == "int8"
+    assert ctx.notes["calibration_samples"] == CALIBRATION_SAMPLES
+    assert ctx.notes["per_channel"] is True and ctx.notes["activation_type"] == "uint8"
+    assert ctx.notes["quantized_op_types"]["DequantizeLinear"] > 0
+    json.dumps(ctx.notes)
+
+
+def test_static_int8_without_calibration_uses_random_inputs_and_warns(optimized_model, samples, tmp_path):
+    ctx = context(optimized_model, tmp_path / "work", random_calibration_samples=4)
+    output = run_static_int8(ctx)
+    assert "no calibration data" in ctx.notes["warning"]
+    assert ctx.notes["calibration_samples"] == 4
+    assert mean_cosine(outputs(output, samples), outputs(optimized_model, samples)) > 0.9
+
+
+def test_calibration_file_must_name_every_input_of_a_multi_input_model(tmp_path):
+    path = tmp_path / "calibration.npz"
+    np.savez(path, a=np.zeros((3, 2), np.float64), c=np.zeros((3, 2)))
+    inputs = (TensorSpec("a", (None, 2)), TensorSpec("b", (None, 2), "int64"))
+    with pytest.raises(UsageError, match="no array for input.* b; it holds a, c"):
+        feeds_from_npz(path, inputs)
+    np.savez(path, a=np.ones((3, 2)), b=np.ones((3, 2)))
+    feeds = feeds_from_npz(path, inputs)
+    assert len(feeds) == 3 and feeds[0]["a"].shape == (1, 2) and feeds[0]["b"].dtype == np.int64
+
+
+def test_dynamic_int8_quantizes_weights(optimized_model, samples, tmp_path):
+    ctx = context(optimized_model, tmp_path / "work")
+    output = run_dynamic_int8(ctx)
+    cosine = mean_cosine(outputs(output, samples), outputs(optimized_model, samples))
+    print(f"dynamic int8 cosine {cosine:.5f}, {optimized_model.stat().st_size} -> {output.stat().st_size} bytes")
+    assert cosine > 0.95
+    assert detect_onnx(output)["precision"] == "int8-dynamic"
+    assert output.stat().st_size < 0.6 * optimized_model.stat().st_size
+
+
+def test_fp16_keeps_float32_io_and_outputs(optimized_model, samples, tmp_path):
+    ctx = context(optimized_model, tmp_path / "work")
+    output = run_fp16(ctx)
+    cosine = mean_cosine(outputs(output, samples), outputs(optimized_model, samples))
+    print(f"fp16 cosine {cosine:.7f}")
+    assert cosine > 0.999
+    assert detect_onnx(output)["precision"] == "fp16"
+    assert describe_onnx(output).inputs[0].dtype == "float32"
+    assert ctx.notes["converter"] == "onnxconverter-common"
+
+
+def test_fp16_falls_back_to_onnxruntime_converter(optimized_model, samples, tmp_path, monkeypatch):
+    import hub_onnx.half
+
+    def broken(model, blocked):
+        raise ValueError("Cast type mismatch")
+
+    monkeypatch.setattr(hub_onnx.half, "_with_onnxconverter_common", broken)
+    ctx = context(optimized_model, tmp_path / "work")
+    output = run_fp16(ctx)
+    assert ctx.notes["converter"] == "onnxruntime.transformers"
+    assert "Cast type mismatch" in ctx.notes["fallback_because"][0]
+    assert mean_cosine(outputs(output, samples), outputs(optimized_model, samples)) > 0.999
+
+
+# --- backend ---------------------------------------------------------------------------------------------
+
+def test_backend_casts_feeds_and_times_inference(optimized_model, samples):
+    as_float64 = [{"image": s["image"].astype(np.float64)} for s in samples[:2]]
+    results = run_samples(optimized_model, as_float64, threads=1)
+    assert len(results) == 2 and results[0][0].shape == (1, 100)
+    np.testing.assert_allclose(results[1][0], outputs(optimized_model, samples[1:2]), atol=1e-6)
+    milliseconds = median_latency_ms(optimized_model, samples[0], threads=1, repeats=5)
+    assert 0 < milliseconds < 1000
+
+
+# --- declarations ----------------------------------------------------------------------------------------
+
+def test_plugins_import_no_framework_when_declaring():
+    code = (
+        "import sys, json, hub_onnx, hub_onnxruntime\n"
+        "declared = hub_onnx.hub_formats() + hub_onnx.hub_compressors() + hub_onnxruntime.hub_backends()\n"
+        "print(json.dumps([[d.name for d in declared], sorted(m for m in ('onnx', 'onnxruntime', 'torch') "
+        "if m in sys.modules)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, imported = json.loads(result.stdout)
+    assert imported == []
+    assert names == ["onnx", "onnxslim", "ort-quant-preprocess", "ort-quantize-static", "ort-quantize-dynamic",
+                     "onnx-fp16", "onnxruntime"]
+
+
+def test_planner_routes_raw_export_to_int8_through_onnxslim():
+    from hub.planner import plan_routes
+    from hub.plugins import load_catalog
+
+    catalog = load_catalog()
+    assert {r.name: r.error for r in catalog.plugins if r.name in ("onnx", "onnxruntime")} == {
+        "onnx": None, "onnxruntime": None}
+    routes = plan_routes(catalog, ModelState("onnx"), catalog.targets["cpu-int8"], 10_000_000, count=2)
+    assert [r.names for r in routes] == [["onnxslim", "ort-quantize-static"],
+                                         ["ort-quant-preprocess", "ort-quantize-static"]]

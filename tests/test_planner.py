@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from hub.declarations import Step, Target
+from hub.errors import UsageError
+from hub.planner import explain_no_route, plan_routes
+from hub.plugins import Catalog, PluginRecord
+from hub.states import ModelState, Requirement
+
+
+def step(name, accepts, produces, **costs) -> Step:
+    return Step(name=name, accepts=Requirement.of(**accepts), produces=produces, run="x:y", **costs)
+
+
+def catalog_of(*steps: Step, compressors: tuple[Step, ...] = ()) -> Catalog:
+    record = PluginRecord("test", "test", "built-in", converters=list(steps), compressors=list(compressors))
+    every = list(steps) + list(compressors)
+    return Catalog([record], {}, {s.name: s for s in every}, {}, {}, {s.name: "test" for s in every})
+
+
+INT8 = Target("int8", "ort", Requirement.of(format="onnx", precision="int8"))
+SOURCE = ModelState("torch-export")
+
+
+def test_cheapest_route_first_then_alternatives_in_cost_order():
+    catalog = catalog_of(
+        step("fast-export", {"format": "torch-export"}, {"format": "onnx"}, seconds=1),
+        step("slow-export", {"format": "torch-export"}, {"format": "onnx"}, seconds=90),
+        step("via-script", {"format": "torch-export"}, {"format": "torchscript"}, seconds=1),
+        step("script-export", {"format": "torchscript"}, {"format": "onnx"}, seconds=1),
+        compressors=(step("quantize", {"format": "onnx", "precision": "fp32"}, {"precision": "int8"},
+                          fidelity_loss=0.01),),
+    )
+    routes = plan_routes(catalog, SOURCE, INT8, 1_000_000, count=5)
+    assert [r.names for r in routes] == [
+        ["fast-export", "quantize"], ["via-script", "script-export", "quantize"], ["slow-export", "quantize"]]
+    assert routes[0].cost < routes[1].cost < routes[2].cost
+    assert routes[0].steps[1].kind == "compressor"
+
+
+def test_ties_break_deterministically_on_step_names():
+    a = step("b-export", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"})
+    b = step("a-export", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"})
+    for order in ((a, b), (b, a)):
+        routes = plan_routes(catalog_of(*order), SOURCE, INT8, 0, count=2)
+        assert [r.names for r in routes] == [["a-export"], ["b-export"]]
+
+
+def test_prefer_reweights_the_cost_terms():
+    lossy_fast = step("lossy", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"},
+                      seconds=1, fidelity_loss=0.05)
+    exact_slow = step("exact", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"},
+                      seconds=100, fidelity_loss=0.0)
+    catalog = catalog_of(lossy_fast, exact_slow)
+    assert plan_routes(catalog, SOURCE, INT8, 0, prefer="speed")[0].names == ["lossy"]
+    assert plan_routes(catalog, SOURCE, INT8, 0, prefer="fidelity")[0].names == ["exact"]
+    with pytest.raises(UsageError, match="--prefer"):
+        plan_routes(catalog, SOURCE, INT8, 0, prefer="cheapest")
+
+
+def test_source_that_already_satisfies_the_target_gets_an_empty_route():
+    routes = plan_routes(catalog_of(), ModelState("onnx", "int8"), INT8, 0)
+    assert routes[0].names == [] and routes[0].cost == 0
+
+
+def test_no_route_explains_what_is_reachable_and_what_would_connect():
+    needs_missing = Step(name="tf-convert", accepts=Requirement.of(format="torch-export"),
+                         produces={"format": "onnx", "precision": "int8"}, run="x:y",
+                         requires=("surely-not-installed-package>=1",), extra="tf")
+    catalog = catalog_of(step("to-script", {"format": "torch-export"}, {"format": "torchscript"}), needs_missing)
+    assert plan_routes(catalog, SOURCE, INT8, 0) == []
+    text = explain_no_route(catalog, SOURCE, INT8, 0)
+    assert "torchscript/fp32/raw" in text and "precision=int8" in text
+    assert "pip install 'conversion-hub[tf]'" in text
+
+
+def test_routes_never_visit_a_state_twice():
+    catalog = catalog_of(
+        step("there", {"format": "torch-export"}, {"format": "onnx"}),
+        step("back", {"format": "onnx"}, {"format": "torch-export"}),
+        compressors=(step("q", {"format": "onnx", "precision": "fp32"}, {"precision": "int8"}),),
+    )
+    routes = plan_routes(catalog, SOURCE, INT8, 0, count=10)
+    assert [r.names for r in routes] == [["there", "q"]]

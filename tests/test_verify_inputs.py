@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.declarations import Tolerance
+from hub.errors import UsageError
+from hub.inputs import load_samples, merge_specs, parse_input_flag, random_samples
+from hub.states import TensorSpec
+from hub.verify import compare
+
+
+def test_identical_outputs_are_perfect():
+    fidelity = compare([[np.array([[1.0, 3.0, 2.0]])]], [[np.array([[1.0, 3.0, 2.0]])]])
+    assert fidelity.max_abs == 0 and fidelity.cosine == pytest.approx(1.0)
+    assert fidelity.top1_agreement == 1.0 and fidelity.top5_containment == 1.0
+
+
+def test_disagreeing_classes_and_drift_are_measured():
+    reference = [[np.array([[5.0, 0.0, 0.0]])], [np.array([[0.0, 5.0, 0.0]])]]
+    candidate = [[np.array([[5.0, 0.0, 0.0]])], [np.array([[0.0, 0.0, 5.0]])]]
+    fidelity = compare(reference, candidate)
+    assert fidelity.top1_agreement == 0.5
+    assert fidelity.confident_top1_agreement == 0.5 and fidelity.confident_samples == 2
+    assert fidelity.max_abs == 5.0
+    assert fidelity.cosine == pytest.approx(0.5)
+    assert fidelity.violations(Tolerance(min_cosine=0.9, min_top1=0.9)) == [
+        "cosine 0.50000 < 0.9", "top-1 agreement 0.500 < 0.9"]
+
+
+def test_mismatched_output_counts_raise():
+    with pytest.raises(ValueError, match="outputs"):
+        compare([[np.zeros(3), np.zeros(3)]], [[np.zeros(3)]])
+
+
+def test_input_flag_parsing():
+    assert parse_input_flag("x:1,3,224,224") == TensorSpec("x", (1, 3, 224, 224), "float32")
+    assert parse_input_flag("ids:1,?:int64") == TensorSpec("ids", (1, None), "int64")
+    with pytest.raises(UsageError, match="NAME:SHAPE"):
+        parse_input_flag("x=1,3")
+
+
+def test_merge_rejects_unknown_input_names():
+    declared = (TensorSpec("image", (1, 1, 8, 8)),)
+    assert merge_specs(declared, [TensorSpec("image", (1, 1, 8, 8), "float32")]) == declared
+    with pytest.raises(UsageError, match="not inputs of the model"):
+        merge_specs(declared, [TensorSpec("x", (1,))])
+
+
+def test_npz_single_array_serves_a_single_input_and_shapes_are_checked(tmp_path):
+    spec = (TensorSpec("image", (1, 1, 8, 8)),)
+    np.savez(tmp_path / "c.npz", anything=np.ones((5, 1, 8, 8)))
+    samples = load_samples(tmp_path / "c.npz", spec)
+    assert samples.count == 5 and samples.arrays["image"].dtype == np.float32
+    assert samples.feeds(2)[1]["image"].shape == (1, 1, 8, 8)
+    np.savez(tmp_path / "bad.npz", image=np.ones((5, 3, 8, 8)))
+    with pytest.raises(UsageError, match=r"wants \(samples, 1, 8, 8\)"):
+        load_samples(tmp_path / "bad.npz", spec)
+    (tmp_path / "junk.npz").write_text("not numpy")
+    with pytest.raises(UsageError, match="cannot read calibration data"):
+        load_samples(tmp_path / "junk.npz", spec)
+
+
+def test_image_folder_is_resized_to_the_input(tmp_path):
+    from PIL import Image
+
+    for index in range(3):
+        Image.fromarray(np.full((20, 30, 3), index * 100, dtype=np.uint8)).save(tmp_path / f"{index}.png")
+    samples = load_samples(tmp_path, (TensorSpec("x", (1, 3, 8, 8)),))
+    assert samples.arrays["x"].shape == (3, 3, 8, 8)
+    assert samples.arrays["x"][2].max() == pytest.approx(200 / 255)
+    assert "resized to 8x8" in samples.origin
+
+
+def test_random_samples_are_seeded_and_need_static_shapes():
+    spec = (TensorSpec("x", (1, 4)),)
+    assert np.array_equal(random_samples(spec).arrays["x"], random_samples(spec).arrays["x"])
+    with pytest.raises(UsageError, match="dynamic"):
+        random_samples((TensorSpec("x", (1, None)),))

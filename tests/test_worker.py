@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from hub.errors import StepFailedError, UsageError
+from hub.worker import WorkerCrashed, call_worker
+
+
+def run_job(function: str, tmp_path, timeout: float = 60):
+    source = tmp_path / "in.txt"
+    source.write_text("model")
+    return call_worker("step", {"ref": f"worker_jobs:{function}", "context": {
+        "input_path": str(source), "workdir": str(tmp_path), "options": {}, "inputs": [], "calibration": None,
+    }}, timeout=timeout)
+
+
+def test_returns_the_artifact_and_notes(tmp_path):
+    value = run_job("ok", tmp_path)
+    assert (tmp_path / "out.txt").read_text() == "MODEL"
+    assert value["notes"] == {"length": 5}
+
+
+def test_library_exception_becomes_step_failure_with_traceback(tmp_path):
+    with pytest.raises(StepFailedError, match="ValueError: library said no") as caught:
+        run_job("raises", tmp_path)
+    assert "Traceback" in caught.value.detail
+
+
+def test_our_error_keeps_its_class(tmp_path):
+    with pytest.raises(UsageError, match="give --input"):
+        run_job("raises_ours", tmp_path)
+
+
+def test_sys_exit_is_a_failure_not_an_exit_of_the_hub(tmp_path):
+    with pytest.raises(StepFailedError, match="SystemExit: 3"):
+        run_job("exits", tmp_path)
+
+
+def test_sigkill_is_reported(tmp_path):
+    with pytest.raises(WorkerCrashed, match="killed by SIGKILL"):
+        run_job("killed", tmp_path)
+
+
+def test_timeout_kills_the_worker(tmp_path):
+    with pytest.raises(WorkerCrashed, match="timed out after 2 s"):
+        run_job("hangs", tmp_path, timeout=2)
