@@ -36,7 +36,7 @@ def detect_source(catalog: Catalog, path: Path) -> Source:
         if detected:
             attributes = {k: v for k, v in (detected if isinstance(detected, dict) else {}).items()
                           if k in STATE_ATTRIBUTES and k != "format"}
-            return Source(path, model_format, ModelState(format=name, **attributes), artifact_bytes(path))
+            return Source(path.resolve(), model_format, ModelState(format=name, **attributes), artifact_bytes(path))
     known = ", ".join(f"{f.name} ({', '.join(f.extensions) or 'folder'})" for f in catalog.formats.values())
     raise UnsupportedModelError(
         f"{path} is not a model in any format the hub knows ({known}); if it is truncated or corrupt, "

@@ -7,7 +7,7 @@ import shutil
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from hub.declarations import StepContext
 from hub_onnx.model_file import is_large, iter_nodes, load_model, save_model
@@ -28,8 +28,6 @@ def run_onnxslim(ctx: StepContext) -> Path:
 
 def run_quant_preprocess(ctx: StepContext) -> Path:
     """ONNX Runtime's quant_pre_process: symbolic shape inference, basic ORT optimizations, ONNX shapes."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     model = load_model(ctx.input_path, with_weights=False)
     large = is_large(model, ctx.input_path)
     output = ctx.workdir / "model.preprocessed.onnx"
@@ -38,22 +36,29 @@ def run_quant_preprocess(ctx: StepContext) -> Path:
     settings = dict(save_as_external_data=large, all_tensors_to_one_file=True,
                     external_data_location=output.name + ".data" if large else None)
     # Symbolic shape inference leaves *.data and sym_shape_infer_temp.onnx in the current directory.
-    with working_directory(scratch):
-        try:
-            quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), **settings)
-            ctx.notes["symbolic_shape_inference"] = True
-        except Exception as error:  # e.g. "Incomplete symbolic shape inference" on BERT-style exports
-            reason = f"{type(error).__name__}: {error}"[:300]
-            logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", reason)
-            ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=reason)
-            quant_pre_process(str(ctx.input_path.resolve()), str(output.resolve()), skip_symbolic_shape=True,
-                              **settings)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        with working_directory(scratch):
+            _pre_process_with_fallback(ctx, output, settings)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     result = load_model(output, with_weights=False)
     ctx.notes.update(nodes_before=sum(1 for _ in iter_nodes(model)),
                      nodes_after=sum(1 for _ in iter_nodes(result)))
     return output
+
+
+def _pre_process_with_fallback(ctx: StepContext, output: Path, settings: dict[str, Any]) -> None:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source, target = str(ctx.input_path.resolve()), str(output.resolve())
+    try:
+        quant_pre_process(source, target, **settings)
+        ctx.notes["symbolic_shape_inference"] = True
+    except Exception as error:  # e.g. "Incomplete symbolic shape inference" on BERT-style exports
+        reason = f"{type(error).__name__}: {error}"[:300]
+        logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", reason)
+        ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=reason)
+        quant_pre_process(source, target, skip_symbolic_shape=True, **settings)
 
 
 @contextmanager

@@ -40,8 +40,6 @@ def detect_onnx(path: Path) -> dict[str, str] | None:
 def describe_onnx(path: Path, options: dict[str, Any] | None = None) -> ModelInfo:
     """Inputs, outputs, parameter count and provenance of an ONNX model (weights are not read)."""
     model = load_model(path, with_weights=False)
-    graph = model.graph
-    initializer_names = {t.name for t in graph.initializer}
     notes = [f"opset {opset_version(model)}", f"ir_version {model.ir_version}"]
     if model.producer_name:
         notes.append(f"producer {model.producer_name} {model.producer_version}".strip())
@@ -49,9 +47,9 @@ def describe_onnx(path: Path, options: dict[str, Any] | None = None) -> ModelInf
         notes.append("weights are stored in external data files next to the model")
     return ModelInfo(
         format="onnx",
-        inputs=tuple(tensor_spec(v) for v in graph.input if v.name not in initializer_names),
-        outputs=tuple(tensor_spec(v) for v in graph.output),
-        parameters=sum(math.prod(t.dims) for t in graph.initializer),
+        inputs=graph_inputs(model),
+        outputs=tuple(tensor_spec(v) for v in model.graph.output),
+        parameters=sum(math.prod(t.dims) for t in model.graph.initializer),
         notes=tuple(notes),
     )
 
@@ -129,8 +127,8 @@ def tensor_spec(value: "onnx.ValueInfoProto") -> TensorSpec:
 
 
 def numpy_dtype_name(elem_type: int) -> str:
-    import onnx
     import numpy as np
+    import onnx
 
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import pickle
 import warnings
 from pathlib import Path
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
     import torch
 
 # Noise from torch 2.13 that says nothing about this model.
-LEGACY_EXPORTER_WARNINGS = ("You are using the legacy TorchScript-based ONNX export", "no signature found for")
+LEGACY_EXPORTER_WARNINGS = (
+    "You are using the legacy TorchScript-based ONNX export",
+    "no signature found for",
+    "The feature will be removed",
+)
 
 
 def export_program_to_onnx(ctx: StepContext) -> Path:
@@ -35,18 +40,21 @@ def export_program_to_onnx(ctx: StepContext) -> Path:
 
     if importlib.util.find_spec("onnxscript") is None:
         raise MissingDependencyError("the dynamo ONNX exporter needs onnxscript: pip install 'conversion-hub[torch]'")
+    # The exporter warns once per torchvision op it cannot register when torchvision is absent: noise here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     program = load_program(ctx.input_path)
     opset = int(ctx.options.get("opset", DYNAMO_OPSET))
     output = ctx.workdir / "model.onnx"
-    torch.onnx.export(
-        program,
-        f=str(output),
-        dynamo=True,
-        external_data=False,
-        opset_version=opset,
-        input_names=program_input_names(program),
-        verbose=False,
-    )
+    with quiet_torch_deprecations():
+        torch.onnx.export(
+            program,
+            f=str(output),
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            input_names=program_input_names(program),
+            verbose=False,
+        )
     ctx.notes.update(exporter="torch.onnx dynamo (ExportedProgram)", opset=opset, torch=torch.__version__)
     return output
 
@@ -144,7 +152,8 @@ def build_from_factory(reference: str | None, path: Path) -> "torch.nn.Module":
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError, ValueError) as error:
-        raise UsageError(f"cannot import model_factory {reference!r}: use \"pkg.module:function\"", str(error)) from error
+        message = f'cannot import model_factory {reference!r}: use "pkg.module:function"'
+        raise UsageError(message, str(error)) from error
     module = factory()
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"model_factory {reference!r} returned a {type(module).__name__}, not an nn.Module")

@@ -19,7 +19,7 @@ def save_module(
     """
     import torch
 
-    example = tuple(torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value for value in example_inputs)
+    example = tuple(torch.from_numpy(value) if isinstance(value, np.ndarray) else value for value in example_inputs)
     program = torch.export.export(module.eval(), example)
     torch.export.save(program, str(path))
     return list(program.graph_signature.user_inputs)

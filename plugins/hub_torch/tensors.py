@@ -23,7 +23,7 @@ def quiet_torch_deprecations() -> Iterator[None]:
     the FutureWarning torch.export.load raises from its own pickled tree specs: they say nothing about the model."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`torch.jit", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="`isinstance.treespec, LeafSpec.` is deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="`isinstance.treespec, LeafSpec.`", category=FutureWarning)
         yield
 
 
@@ -144,8 +144,9 @@ def flat_input_module(program: "ExportedProgram") -> "torch.nn.Module":
                 return tuple(tree_leaves(call_program(program, self.program, flat_inputs)))
 
             # torch.jit.trace names the TorchScript inputs after this signature.
+            positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
             forward.__signature__ = inspect.Signature(
-                [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in program_input_names(program)]
+                [inspect.Parameter(name, positional) for name in program_input_names(program)]
             )
             self.forward = forward
 
