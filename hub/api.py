@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from hub.cache import StepCache
+from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
 from hub.errors import NoRouteError, UnknownTargetError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
@@ -94,11 +94,17 @@ def inspect(model: str | Path, *, trust_pickle: bool = False, inputs: Iterable[s
                                      "inputs": [parse_input_flag(t).to_json() for t in inputs]})
 
 
-def describe(source: Source, options: dict) -> ModelInfo:
+def describe(source: Source, options: dict, cache: StepCache | None = None) -> ModelInfo:
+    """The format plugin's description of the source (in a worker), remembered by content and options."""
     if source.format.describe is None:
         return ModelInfo(format=source.format.name)
-    value = call_worker("describe", {"ref": source.format.describe, "path": str(source.path.resolve()),
-                                     "options": options}, timeout=DESCRIBE_TIMEOUT)
+    cache = cache or StepCache()
+    key = step_key(kind="describe", source=digest_path(source.path), format=source.format.name, options=options,
+                   versions=distribution_versions(source.format.requires))
+    value = cache.recall(key)
+    if value is None:
+        value = cache.remember(key, call_worker("describe", {
+            "ref": source.format.describe, "path": str(source.path), "options": options}, timeout=DESCRIBE_TIMEOUT))
     return ModelInfo.from_json(value)
 
 
@@ -118,8 +124,6 @@ def _concrete_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
 
 
 def _versions(route: Route, catalog: Catalog, target: Target) -> dict[str, str]:
-    from hub.cache import distribution_versions
-
     requires: tuple[str, ...] = ()
     for planned in route.steps:
         requires += planned.step.requires
@@ -148,11 +152,13 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     try:
         source = detect_source(catalog, _source_path(catalog, model, example_inputs, workspace))
         _check_trust(source, trust_pickle)
-        routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes)
+        # more candidates than attempts: routes that repeat a step which already failed are skipped
+        routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes * 4)
         if not routes:
             raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
+        cache = StepCache(Path(cache_dir) if cache_dir else None, use_cache)
         info = describe(source, {"trust_pickle": trust_pickle, "model_factory": model_factory,
-                                 "inputs": [s.to_json() for s in user_specs]})
+                                 "inputs": [s.to_json() for s in user_specs]}, cache)
         specs = _concrete_specs(merge_specs(info.inputs, user_specs))
         if not specs:
             raise UsageError(f"cannot tell the inputs of {source.path}: give them with --input NAME:SHAPE[:DTYPE]")
@@ -164,7 +170,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             target={"name": target.name, "backend": target.backend, "requires": target.requires.describe(),
                     "tolerance": _tolerance(target, tolerance).to_json()},
             samples={"origin": samples.origin, "count": samples.count},
-            planned=[r.to_json() for r in routes], cost_weights=weights_for(prefer).to_json(),
+            planned=[r.to_json() for r in routes[:max_routes]], cost_weights=weights_for(prefer).to_json(),
         )
         if calibration is None and any(p.step.needs_calibration for r in routes for p in r.steps):
             report.warnings.append("no --calibration given: calibrated on seeded random inputs, which usually "
@@ -174,13 +180,10 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         options = dict(step_options or {})
         options.setdefault("*", {}).update({"trust_pickle": trust_pickle, "model_factory": model_factory})
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options)
-        runner = RouteRunner(catalog, source, target, specs, samples, settings,
-                             StepCache(Path(cache_dir) if cache_dir else None, use_cache), workspace, progress)
-        if verify:
-            runner.prepare_reference()
-            if runner.reference_note:
-                report.warnings.append(runner.reference_note)
-        route, artifact, records, failures = runner.run_first_working(routes)
+        runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
+        route, artifact, records, failures = runner.run_first_working(routes, max_routes)
+        if runner.reference_note:
+            report.warnings.append(runner.reference_note)
         report.route, report.steps, report.alternatives_tried = route.names, records, failures
         report.samples["verification_samples"] = len(runner.verification_feeds)
         report.versions = _versions(route, catalog, target)

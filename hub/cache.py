@@ -99,6 +99,23 @@ class StepCache:
         return found[0] if found else artifact
 
 
+    def recall(self, key: str) -> Any:
+        """A remembered JSON measurement (a description, a fidelity, a latency), or None."""
+        path = self.root / "memo" / f"{key}.json"
+        if not self.enabled or not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def remember(self, key: str, value: Any) -> Any:
+        if self.enabled:
+            path = self.root / "memo" / f"{key}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+            partial.write_text(json.dumps(value, default=str))
+            os.replace(partial, path)
+        return value
+
+
 def copy_artifact(source: Path, destination: Path) -> None:
     if source.is_dir():
         shutil.copytree(source, destination, symlinks=False)

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +70,8 @@ class RouteRunner:
         self.verification_feeds = samples.feeds(settings.verify_samples)
         self.samples_path = workspace / "verification-samples.npz"
         save_samples(self.samples_path, self.verification_feeds)
+        self.samples_digest = digest_path(self.samples_path)
+        self.source_digest = digest_path(source.path)
         self.reference: list[list[np.ndarray]] | None = None
         self.reference_note = ""
         self._job = 0
@@ -94,30 +96,52 @@ class RouteRunner:
                                   "threads": self.settings.threads}, timeout=self.settings.step_timeout)
         return load_outputs(outputs_path)
 
-    def prepare_reference(self) -> None:
-        self.reference = self.run_outputs(self.source.path, self.source.state.format)
-        if self.reference is None:
-            self.reference_note = (f"no installed backend runs {self.source.state.format}: steps are compared "
-                                   "with the first artifact that can be run")
+    def _reference_outputs(self) -> list[list[np.ndarray]] | None:
+        if self.reference is None and not self.reference_note:
+            self.reference = self.run_outputs(self.source.path, self.source.state.format)
+            if self.reference is None:
+                self.reference_note = (f"no installed backend runs {self.source.state.format}: steps are "
+                                       "compared with the first artifact that can be run")
+        return self.reference
+
+    def _measurement_key(self, kind: str, artifact: Path, format_name: str, **extra: Any) -> str | None:
+        backend = self.backend_for(format_name)
+        if backend is None:
+            return None
+        return step_key(kind=kind, artifact=digest_path(artifact), source=self.source_digest,
+                        samples=self.samples_digest, backend=backend.name, threads=self.settings.threads,
+                        versions=distribution_versions(backend.requires), **extra)
 
     def measure_fidelity(self, artifact: Path, format_name: str) -> Fidelity | None:
+        """Fidelity of an artifact against the source, remembered by content so a re-run need not rerun both."""
+        key = self._measurement_key("fidelity", artifact, format_name)
+        remembered = self.cache.recall(key) if key else None
+        if remembered is not None:
+            return Fidelity.from_json(remembered)
+        reference = self._reference_outputs()
         outputs = self.run_outputs(artifact, format_name)
         if outputs is None:
             return None
-        if self.reference is None:
-            self.reference = outputs
+        if reference is None:
+            self.reference = reference = outputs
         try:
-            return compare(self.reference, outputs)
+            fidelity = compare(reference, outputs)
         except ValueError as error:
             raise FidelityError(f"outputs do not line up with the source's: {error}") from error
+        self.cache.remember(key, asdict(fidelity))
+        return fidelity
 
     def latency_ms(self, artifact: Path, format_name: str) -> float | None:
         backend = self.backend_for(format_name)
         if backend is None or backend.latency is None:
             return None
-        return call_worker("latency", {"ref": backend.latency, "model_path": str(artifact),
-                                       "samples_path": str(self.samples_path), "threads": self.settings.threads,
-                                       "repeats": LATENCY_REPEATS}, timeout=self.settings.step_timeout)
+        key = self._measurement_key("latency", artifact, format_name, repeats=LATENCY_REPEATS)
+        remembered = self.cache.recall(key)
+        if remembered is not None:
+            return remembered
+        return self.cache.remember(key, call_worker("latency", {
+            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self.samples_path),
+            "threads": self.settings.threads, "repeats": LATENCY_REPEATS}, timeout=self.settings.step_timeout))
 
     # ---- steps and routes ---------------------------------------------------------------------------------
 
@@ -194,19 +218,30 @@ class RouteRunner:
             records.append(record)
         return artifact, records
 
-    def run_first_working(self, routes: list[Route]) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
-        """Try routes in order; the first that runs and verifies wins. Raises StepFailedError if none does."""
+    def run_first_working(self, routes: list[Route], attempts: int
+                          ) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
+        """Try routes in cost order, at most `attempts` of them, skipping any route that repeats a step which
+        already failed from the same state; the first route that runs and verifies wins."""
         failures: list[RouteFailure] = []
-        for attempt, route in enumerate(routes, 1):
-            self.progress.route_started(route, attempt)
+        failed: set[tuple[str, str]] = set()
+        for route in routes:
+            if len(failures) >= attempts:
+                break
+            if any((p.name, str(p.source)) in failed for p in route.steps):
+                continue
+            self.progress.route_started(route, len(failures) + 1)
             try:
                 artifact, records = self.run_route(route)
                 return route, artifact, records, failures
             except HubError as error:
-                failure = RouteFailure(route.names, getattr(error, "failed_step", "?"), error.message, error.detail)
+                step = getattr(error, "failed_step", "?")
+                failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
+                failure = RouteFailure(route.names, step, error.message, error.detail)
                 failures.append(failure)
                 self.progress.route_failed(failure)
-        lines = [f"all {len(routes)} route(s) to {self.target.name} failed:"]
+        if not failures:
+            raise StepFailedError(f"no route to {self.target.name} could be tried")
+        lines = [f"all {len(failures)} route(s) tried to {self.target.name} failed:"]
         lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
         raise StepFailedError("\n".join(lines), detail="\n\n".join(f.detail or "" for f in failures))
 

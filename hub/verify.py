@@ -36,6 +36,10 @@ class Fidelity:
             "confident_samples": self.confident_samples,
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Fidelity":
+        return cls(**data)
+
     def violations(self, tolerance: Tolerance) -> list[str]:
         found = []
         if self.cosine < tolerance.min_cosine:

@@ -27,6 +27,8 @@ def hub_formats() -> list[Format]:
             description="torch.export ExportedProgram archive (torch.export.save)",
             requires=(TORCH,),
             extra="torch",
+            object_types=("torch.nn.modules.module.Module",),
+            save_object="hub_torch.memory:save_module",
         ),
         Format(
             name="torchscript",

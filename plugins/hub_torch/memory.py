@@ -20,6 +20,10 @@ def save_module(
     import torch
 
     example = tuple(torch.from_numpy(value) if isinstance(value, np.ndarray) else value for value in example_inputs)
-    program = torch.export.export(module.eval(), example)
+    was_training = module.training
+    try:
+        program = torch.export.export(module.eval(), example)
+    finally:
+        module.train(was_training)  # the caller's module keeps its mode
     torch.export.save(program, str(path))
     return list(program.graph_signature.user_inputs)
