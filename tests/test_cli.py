@@ -118,8 +118,9 @@ def test_bad_input_gives_one_line_a_nonzero_exit_and_writes_nothing(tmp_path, di
 
 def test_no_route_names_what_is_reachable_and_what_to_install(digits_model, tmp_path, monkeypatch):
     monkeypatch.setenv("HUB_PLUGINS", "hub_unreachable")
-    for command in ("plan", "convert"):
-        result = hub_command(command, str(digits_model["model"]), "--to", "tf-savedmodel", "-o", str(tmp_path / "o"))
+    for extra in ([], ["convert", "-o", str(tmp_path / "o")]):
+        command = ["plan"] if not extra else extra[:1]
+        result = hub_command(*command, str(digits_model["model"]), "--to", "tf-savedmodel", *extra[1:])
         assert result.returncode == 4, result.stderr
         assert "no route from torch-export/fp32/raw to target 'tf-savedmodel'" in result.stderr
         assert "reachable with what is installed:" in result.stderr and "onnx/int8/optimized" in result.stderr
