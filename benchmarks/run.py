@@ -225,10 +225,10 @@ class Timeline:
         self._note(f"route {attempt}")
 
     def step_started(self, planned: Any) -> None:
-        self._note(f"step {planned.step.name}")
+        self._note(f"step {planned.step.name} (run and verify)")
 
     def step_finished(self, record: Any) -> None:
-        self._note(f"verify {record.name}")
+        self._note(f"after {record.name}")
 
     def route_failed(self, failure: Any) -> None:
         self._note("route failed")
@@ -379,7 +379,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['machine']}; {THREADS} threads; batch 1; latency = median; fidelity on held-out samples "
         "against the source in PyTorch eager fp32 (cosine of logits, top-1 agreement, top-1 agreement where "
-        "the source's softmax > 0.5, source top-1 within the result's top 5).",
+        "the source's softmax > 0.5, source top-1 within the result's top 5). Latency: best of 3 interleaved "
+        "rounds, each a median. By hand = benchmarks/by_hand.py run as its own process.",
         "",
         "| model | target | route | conversion s | vs by hand | size vs fp32 ONNX | latency ms (result / eager "
         "= ratio) | cosine | top-1 | confident top-1 (n) | top-5 |",
@@ -389,7 +390,8 @@ def markdown(results: dict[str, Any]) -> str:
         for row in entry["rows"]:
             target = row["target"] if row["kind"] == "hub" else f"{row['target']} ({row['kind']})"
             if row["error"]:
-                lines.append(f"| {entry['model']} | {target} | failed: {_cell(row['error'])} | | | | | | | | |")
+                reason = row["error"].strip().splitlines()[-1].strip()  # the failing step's own reason
+                lines.append(f"| {entry['model']} | {target} | failed: {_cell(reason)} | | | | | | | | |")
                 continue
             f = row["fidelity"]
             confident = "n/a" if f["confident_top1"] is None else f"{f['confident_top1']:.1%}"
@@ -409,6 +411,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", f"## {entry['model']} -> cpu-int8 acceptance: "
                       f"{'PASS' if verdict['all_pass'] else 'FAIL'}", ""]
             lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in verdict["checks"].items()]
+            hub_int8 = next(r for r in entry["rows"] if r["kind"] == "hub" and r["target"] == "cpu-int8")
+            lines += [f"- hub int8 latency / by-hand int8 latency: {hub_int8['latency_vs_by_hand']:.2f}; "
+                      f"conversion seconds hub / by hand: {hub_int8['seconds_vs_by_hand']:.2f}"]
     return "\n".join(lines) + "\n"
 
 

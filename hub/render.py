@@ -88,8 +88,10 @@ def print_conversion(result: Any) -> None:
     table.add_row("state", report.source["state"], final.state)
     table.add_row("size", human_bytes(report.source["bytes"]),
                   human_bytes(final.bytes) + _ratio(final.bytes, report.source["bytes"]))
-    latency = (f"{final.latency_ms:.3f} ms{_ratio(final.latency_ms, final.source_latency_ms)}"
-               if final.latency_ms else "-")
+    latency = f"{final.latency_ms:.3f} ms" if final.latency_ms else "-"
+    if final.latency_ms and final.source_latency_ms:
+        speedup = final.source_latency_ms / final.latency_ms
+        latency += f" ({speedup:.1f}x faster)" if speedup >= 1 else f" ({1 / speedup:.1f}x slower)"
     table.add_row("latency (batch 1)", f"{final.source_latency_ms:.3f} ms" if final.source_latency_ms else "-",
                   f"{latency} on {final.backend}")
     table.add_row("fidelity", f"{report.samples['origin']}", fidelity_text(final.fidelity))

@@ -14,6 +14,7 @@ from hub_torch.detect import is_torch_export, is_torchscript
 from hub_torch.tensors import call_program, feed_tensors, load_program, program_input_names, tensors_to_numpy
 
 Inference = Callable[[dict[str, np.ndarray]], Any]
+WARM_UP_RUNS = 3
 
 
 def run(model_path: Path, samples: list[dict[str, np.ndarray]], threads: int) -> list[list[np.ndarray]]:
@@ -27,14 +28,15 @@ def run(model_path: Path, samples: list[dict[str, np.ndarray]], threads: int) ->
 
 
 def latency(model_path: Path, sample: dict[str, np.ndarray], threads: int, repeats: int) -> float:
-    """Median milliseconds of one inference, measured after one warm-up run."""
+    """Median milliseconds of one inference, measured after warm-up runs."""
     import torch
 
     torch.set_num_threads(threads)
     infer = load_inference(Path(model_path))
     timings = []
     with torch.no_grad():
-        infer(sample)
+        for _ in range(WARM_UP_RUNS):
+            infer(sample)
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
             infer(sample)
