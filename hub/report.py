@@ -23,11 +23,13 @@ class StepRecord:
     fidelity: Fidelity | None
     cached: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    verify_seconds: float = 0.0
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "plugin": self.plugin, "kind": self.kind, "state": self.state,
-            "seconds": round(self.seconds, 3), "bytes": self.bytes, "cached": self.cached,
+            "seconds": round(self.seconds, 3), "verify_seconds": round(self.verify_seconds, 3),
+            "bytes": self.bytes, "cached": self.cached,
             "fidelity": self.fidelity.to_json() if self.fidelity else None, "notes": self.notes,
         }
 

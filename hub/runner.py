@@ -178,9 +178,11 @@ class RouteRunner:
         else:
             output, notes = self._execute(planned, artifact, options)
             output = self.cache.store(key, output, {"notes": notes, "step": planned.name})
+        ran = time.perf_counter()
         fidelity = self.measure_fidelity(output, planned.result.format) if self.settings.verify else None
-        record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result),
-                            time.perf_counter() - started, artifact_bytes(output), fidelity, bool(cached), notes)
+        record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result), ran - started,
+                            artifact_bytes(output), fidelity, bool(cached), notes,
+                            verify_seconds=time.perf_counter() - ran)
         self.progress.step_finished(record)
         if fidelity is not None:
             violations = fidelity.violations(self.settings.tolerance)
