@@ -17,7 +17,7 @@ from hub.plugins import Catalog, load_catalog
 from hub.report import Report
 from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
-from hub.states import ModelInfo, TensorSpec
+from hub.states import ModelInfo, Requirement, TensorSpec
 from hub.worker import call_worker
 
 DESCRIBE_TIMEOUT = 600.0
@@ -48,11 +48,15 @@ class ConversionResult:
     report: Report
 
 
-def find_target(catalog: Catalog, name: str) -> Target:
+def find_target(catalog: Catalog, name: str, keep_layout: bool = False) -> Target:
+    """The named target; with keep_layout, only states whose inputs and outputs keep the source's layout."""
     if name not in catalog.targets:
         raise UnknownTargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(catalog.targets))} "
                                  "(`hub targets` lists them)")
-    return catalog.targets[name]
+    target = catalog.targets[name]
+    if keep_layout:
+        target = replace(target, requires=Requirement({**target.requires.allowed, "layout": frozenset({"source"})}))
+    return target
 
 
 def _source_path(catalog: Catalog, model: Any, example_inputs: Any, scratch: Path) -> Path:
@@ -70,11 +74,11 @@ def _check_trust(source: Source, trust_pickle: bool) -> None:
 
 
 def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced", example_inputs: Any = None,
-         trust_pickle: bool = False) -> PlanResult:
+         trust_pickle: bool = False, keep_layout: bool = False) -> PlanResult:
     """Plan the cheapest route (and `alternatives` more) from a model to a target without running anything.
     Raises NoRouteError (with what is reachable and what would connect it) when there is none."""
     catalog = load_catalog()
-    target = find_target(catalog, to)
+    target = find_target(catalog, to, keep_layout)
     weights_for(prefer)
     with tempfile.TemporaryDirectory(prefix="hub-plan-") as scratch:
         source = detect_source(catalog, _source_path(catalog, model, example_inputs, Path(scratch)))
@@ -136,17 +140,18 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             verify: bool = True, tolerance: dict[str, float] | None = None, dry_run: bool = False,
             trust_pickle: bool = False, model_factory: str | None = None, max_routes: int = 3,
             step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
-            use_cache: bool = True, step_options: dict[str, dict] | None = None,
+            use_cache: bool = True, step_options: dict[str, dict] | None = None, keep_layout: bool = False,
             progress: Progress | None = None) -> ConversionResult:
     """Convert a model (a path, or an in-memory model with example_inputs) to a target.
 
     Plans up to `max_routes` routes, runs the cheapest in isolated workers, verifies every step against the
     source on the calibration samples (or seeded random inputs), falls back to the next route when a step
     fails or drifts beyond the target's tolerance, and writes the result and report.json into `output`
-    (default: ./hub-out). Nothing is written there unless the conversion succeeds.
+    (default: ./hub-out). Nothing is written there unless the conversion succeeds. keep_layout: deliver a
+    model whose inputs and outputs keep the source's layout (e.g. NCHW), even where a converter prefers NHWC.
     """
     catalog = load_catalog()
-    target = find_target(catalog, to)
+    target = find_target(catalog, to, keep_layout)
     user_specs = [s if isinstance(s, TensorSpec) else parse_input_flag(s) for s in inputs]
     workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
     try:

@@ -65,6 +65,8 @@ def _model_and_target(parser: argparse.ArgumentParser) -> None:
                         help="input name and shape, e.g. x:1,3,224,224 (repeatable)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading pickled models, which runs code stored in the file")
+    parser.add_argument("--keep-layout", action="store_true",
+                        help="keep the source's input/output layout (e.g. NCHW) where a converter would move to NHWC")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,7 +105,7 @@ def _convert(args: argparse.Namespace) -> int:
         args.model, args.to, output=args.output, calibration=args.calibration, inputs=args.input,
         prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
         model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
-        threads=args.threads, use_cache=not args.no_cache, progress=progress,
+        threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
         tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
     )
     if args.report:
@@ -127,7 +129,7 @@ def _plan(args: argparse.Namespace) -> int:
     from hub.render import print_plan
 
     result = api.plan(args.model, args.to, alternatives=args.alternatives, prefer=args.prefer,
-                      trust_pickle=args.trust_pickle)
+                      trust_pickle=args.trust_pickle, keep_layout=args.keep_layout)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

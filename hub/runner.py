@@ -22,7 +22,7 @@ from hub.report import FinalRecord, RouteFailure, StepRecord, artifact_bytes
 from hub.sources import Source
 from hub.verify import Fidelity, compare
 from hub.worker import call_worker, load_outputs, save_samples
-from hub.states import TensorSpec
+from hub.states import ModelState, TensorSpec
 
 LATENCY_REPEATS = 30
 
@@ -86,40 +86,52 @@ class RouteRunner:
                 return backend
         return None
 
-    def run_outputs(self, artifact: Path, format_name: str) -> list[list[np.ndarray]] | None:
-        backend = self.backend_for(format_name)
+    def _samples_for(self, layout: str) -> Path:
+        """The verification samples in the layout an artifact expects (the source's, or channels-last)."""
+        if layout == "source":
+            return self.samples_path
+        path = self.workspace / f"verification-samples-{layout}.npz"
+        if not path.exists():
+            save_samples(path, [{name: to_layout(value, layout) for name, value in feed.items()}
+                                for feed in self.verification_feeds])
+        return path
+
+    def run_outputs(self, artifact: Path, state: ModelState) -> list[list[np.ndarray]] | None:
+        backend = self.backend_for(state.format)
         if backend is None:
             return None
         outputs_path = self._scratch("outputs") / "outputs.npz"
         call_worker("run_model", {"ref": backend.run, "model_path": str(artifact),
-                                  "samples_path": str(self.samples_path), "outputs_path": str(outputs_path),
-                                  "threads": self.settings.threads}, timeout=self.settings.step_timeout)
-        return load_outputs(outputs_path)
+                                  "samples_path": str(self._samples_for(state.layout)),
+                                  "outputs_path": str(outputs_path), "threads": self.settings.threads},
+                    timeout=self.settings.step_timeout)
+        return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
 
     def _reference_outputs(self) -> list[list[np.ndarray]] | None:
         if self.reference is None and not self.reference_note:
-            self.reference = self.run_outputs(self.source.path, self.source.state.format)
+            self.reference = self.run_outputs(self.source.path, self.source.state)
             if self.reference is None:
                 self.reference_note = (f"no installed backend runs {self.source.state.format}: steps are "
                                        "compared with the first artifact that can be run")
         return self.reference
 
-    def _measurement_key(self, kind: str, artifact: Path, format_name: str, **extra: Any) -> str | None:
-        backend = self.backend_for(format_name)
+    def _measurement_key(self, kind: str, artifact: Path, state: ModelState, **extra: Any) -> str | None:
+        backend = self.backend_for(state.format)
         if backend is None:
             return None
         return step_key(kind=kind, artifact=digest_path(artifact), source=self.source_digest,
                         samples=self.samples_digest, backend=backend.name, threads=self.settings.threads,
+                        layout=state.layout,
                         versions=distribution_versions(backend.requires), **extra)
 
-    def measure_fidelity(self, artifact: Path, format_name: str) -> Fidelity | None:
+    def measure_fidelity(self, artifact: Path, state: ModelState) -> Fidelity | None:
         """Fidelity of an artifact against the source, remembered by content so a re-run need not rerun both."""
-        key = self._measurement_key("fidelity", artifact, format_name)
+        key = self._measurement_key("fidelity", artifact, state)
         remembered = self.cache.recall(key) if key else None
         if remembered is not None:
             return Fidelity.from_json(remembered)
         reference = self._reference_outputs()
-        outputs = self.run_outputs(artifact, format_name)
+        outputs = self.run_outputs(artifact, state)
         if outputs is None:
             return None
         if reference is None:
@@ -131,16 +143,16 @@ class RouteRunner:
         self.cache.remember(key, asdict(fidelity))
         return fidelity
 
-    def latency_ms(self, artifact: Path, format_name: str) -> float | None:
-        backend = self.backend_for(format_name)
+    def latency_ms(self, artifact: Path, state: ModelState) -> float | None:
+        backend = self.backend_for(state.format)
         if backend is None or backend.latency is None:
             return None
-        key = self._measurement_key("latency", artifact, format_name, repeats=LATENCY_REPEATS)
+        key = self._measurement_key("latency", artifact, state, repeats=LATENCY_REPEATS)
         remembered = self.cache.recall(key)
         if remembered is not None:
             return remembered
         return self.cache.remember(key, call_worker("latency", {
-            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self.samples_path),
+            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self._samples_for(state.layout)),
             "threads": self.settings.threads, "repeats": LATENCY_REPEATS}, timeout=self.settings.step_timeout))
 
     # ---- steps and routes ---------------------------------------------------------------------------------
@@ -179,7 +191,7 @@ class RouteRunner:
             output, notes = self._execute(planned, artifact, options)
             output = self.cache.store(key, output, {"notes": notes, "step": planned.name})
         ran = time.perf_counter()
-        fidelity = self.measure_fidelity(output, planned.result.format) if self.settings.verify else None
+        fidelity = self.measure_fidelity(output, planned.result) if self.settings.verify else None
         record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result), ran - started,
                             artifact_bytes(output), fidelity, bool(cached), notes,
                             verify_seconds=time.perf_counter() - ran)
@@ -251,15 +263,23 @@ class RouteRunner:
                      measure_latency: bool = True) -> FinalRecord:
         state = route.steps[-1].result if route.steps else self.source.state
         fidelity = records[-1].fidelity if records else (
-            self.measure_fidelity(artifact, state.format) if self.settings.verify else None)
+            self.measure_fidelity(artifact, state) if self.settings.verify else None)
         latency = source_latency = None
         if measure_latency:
             self.progress.measuring("latency")
-            latency = self.latency_ms(artifact, state.format)
-            source_latency = self.latency_ms(self.source.path, self.source.state.format)
+            latency = self.latency_ms(artifact, state)
+            source_latency = self.latency_ms(self.source.path, self.source.state)
         backend = self.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
+
+
+def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if layout == "nhwc" and array.ndim == 4 else array
+
+
+def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if layout == "nhwc" and array.ndim == 4 else array
 
 
 def write_atomically(artifact: Path, destination: Path) -> None:

@@ -12,17 +12,21 @@ class ModelState:
     format: the file format ("onnx", "torch-export", ...).
     precision: "fp32", "fp16", "int8" (static, weights and activations) or "int8-dynamic" (weights only).
     graph: "raw" as a framework exported it, "optimized" after a clean-up pass.
+    layout: "source" when inputs and outputs keep the source's layout; "nhwc" when a converter moved 4-D
+        inputs and outputs from channels-first to channels-last (verification transposes for it).
     """
 
     format: str
     precision: str = "fp32"
     graph: str = "raw"
+    layout: str = "source"
 
     def changed(self, changes: Mapping[str, str]) -> "ModelState":
         return replace(self, **dict(changes))
 
     def __str__(self) -> str:
-        return f"{self.format}/{self.precision}/{self.graph}"
+        text = f"{self.format}/{self.precision}/{self.graph}"
+        return text if self.layout == "source" else f"{text}/{self.layout}"
 
 
 STATE_ATTRIBUTES = tuple(f.name for f in fields(ModelState))

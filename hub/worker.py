@@ -82,8 +82,40 @@ JOBS: dict[str, Callable[..., Any]] = {
 }
 
 
+class NetworkRefused(ConnectionRefusedError):
+    """Raised inside a worker that tries to reach the network."""
+
+
+def deny_network() -> None:
+    """Conversions are offline: a library that reaches for the internet (onnx2tf fetches sample data, hubs
+    fetch weights) fails at once with a clear reason instead of hanging or depending on what it downloads.
+    Local (AF_UNIX) sockets still work. Set HUB_ALLOW_NETWORK=1 to lift this."""
+    import socket
+
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+        def connect(self: socket.socket, address: Any) -> Any:
+            if self.family == socket.AF_UNIX:
+                return original(self, address)
+            print(f"hub: refused a network connection to {address!r}", file=sys.stderr)
+            raise NetworkRefused(f"conversion-hub workers do not use the network (tried {address!r}); "
+                                 "set HUB_ALLOW_NETWORK=1 to allow it")
+        return connect
+
+    def no_lookup(host: Any, *args: Any, **kwargs: Any) -> Any:
+        print(f"hub: refused a name lookup of {host!r}", file=sys.stderr)
+        raise NetworkRefused(f"conversion-hub workers do not use the network (looked up {host!r})")
+
+    socket.socket.connect = guarded(original_connect)  # type: ignore[method-assign]
+    socket.socket.connect_ex = guarded(original_connect_ex)  # type: ignore[method-assign]
+    socket.getaddrinfo = no_lookup  # type: ignore[assignment]
+
+
 def _child_main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
+    if os.environ.get("HUB_ALLOW_NETWORK") != "1":
+        deny_network()
     try:
         outcome = {"ok": True, "value": JOBS[job["kind"]](**job["args"])}
     except BaseException as error:  # SystemExit and KeyboardInterrupt too: a library's exit is a failure
