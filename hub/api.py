@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
-from hub.errors import NoRouteError, UnknownTargetError, UnsupportedModelError, UsageError
+from hub.errors import NoRouteError, StepFailedError, UnknownTargetError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, load_catalog
@@ -107,8 +107,14 @@ def describe(source: Source, options: dict, cache: StepCache | None = None) -> M
                    versions=distribution_versions(source.format.requires))
     value = cache.recall(key)
     if value is None:
-        value = cache.remember(key, call_worker("describe", {
-            "ref": source.format.describe, "path": str(source.path), "options": options}, timeout=DESCRIBE_TIMEOUT))
+        try:
+            described = call_worker("describe", {"ref": source.format.describe, "path": str(source.path),
+                                                 "options": options}, timeout=DESCRIBE_TIMEOUT)
+        except StepFailedError as error:  # the library could not read a file its format detector accepted
+            raise UnsupportedModelError(
+                f"{source.path} looks like {source.format.name} but cannot be read: {error.message}; it may be "
+                "truncated or corrupt: export it again", detail=error.detail) from error
+        value = cache.remember(key, described)
     return ModelInfo.from_json(value)
 
 
@@ -141,7 +147,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             trust_pickle: bool = False, model_factory: str | None = None, max_routes: int = 3,
             step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
             use_cache: bool = True, step_options: dict[str, dict] | None = None, keep_layout: bool = False,
-            progress: Progress | None = None) -> ConversionResult:
+            memory_limit_mb: float | None = None, progress: Progress | None = None) -> ConversionResult:
     """Convert a model (a path, or an in-memory model with example_inputs) to a target.
 
     Plans up to `max_routes` routes, runs the cheapest in isolated workers, verifies every step against the
@@ -184,7 +190,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             return ConversionResult(None, report)
         options = dict(step_options or {})
         options.setdefault("*", {}).update({"trust_pickle": trust_pickle, "model_factory": model_factory})
-        settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options)
+        settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
+                               memory_limit_mb=memory_limit_mb)
         runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
         route, artifact, records, failures = runner.run_first_working(routes, max_routes)
         if runner.reference_note:

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--max-routes", type=int, default=3, help="routes to try before giving up (default 3)")
     convert.add_argument("--timeout", type=float, default=1800.0, help="seconds one step may run (default 1800)")
     convert.add_argument("--threads", type=int, default=2, help="CPU threads for verification and latency")
+    convert.add_argument("--memory-limit", type=float, metavar="MB",
+                         help="kill a step whose worker holds more resident memory (default: $HUB_MEMORY_LIMIT_MB)")
     convert.add_argument("--no-cache", action="store_true", help="neither read nor write the step cache")
     convert.add_argument("--quiet", action="store_true", help="print only errors and the output path")
     convert.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -106,6 +108,7 @@ def _convert(args: argparse.Namespace) -> int:
         prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
         model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
         threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
+        memory_limit_mb=args.memory_limit,
         tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
     )
     if args.report:

@@ -53,6 +53,7 @@ class RunSettings:
     threads: int = 2
     verify_samples: int = 32
     step_options: dict[str, Any] = field(default_factory=dict)
+    memory_limit_mb: float | None = None
 
 
 class RouteRunner:
@@ -75,6 +76,10 @@ class RouteRunner:
         self.reference: list[list[np.ndarray]] | None = None
         self.reference_note = ""
         self._job = 0
+
+    def _call(self, kind: str, args: dict, timeout: float | None = None, cwd: Path | None = None) -> Any:
+        return call_worker(kind, args, timeout=timeout or self.settings.step_timeout, cwd=cwd,
+                           memory_limit_mb=self.settings.memory_limit_mb)
 
     # ---- backends and verification -----------------------------------------------------------------------
 
@@ -101,10 +106,9 @@ class RouteRunner:
         if backend is None:
             return None
         outputs_path = self._scratch("outputs") / "outputs.npz"
-        call_worker("run_model", {"ref": backend.run, "model_path": str(artifact),
-                                  "samples_path": str(self._samples_for(state.layout)),
-                                  "outputs_path": str(outputs_path), "threads": self.settings.threads},
-                    timeout=self.settings.step_timeout)
+        self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
+                                 "samples_path": str(self._samples_for(state.layout)),
+                                 "outputs_path": str(outputs_path), "threads": self.settings.threads})
         return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
 
     def _reference_outputs(self) -> list[list[np.ndarray]] | None:
@@ -151,9 +155,9 @@ class RouteRunner:
         remembered = self.cache.recall(key)
         if remembered is not None:
             return remembered
-        return self.cache.remember(key, call_worker("latency", {
+        return self.cache.remember(key, self._call("latency", {
             "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self._samples_for(state.layout)),
-            "threads": self.settings.threads, "repeats": LATENCY_REPEATS}, timeout=self.settings.step_timeout))
+            "threads": self.settings.threads, "repeats": LATENCY_REPEATS}))
 
     # ---- steps and routes ---------------------------------------------------------------------------------
 
@@ -210,11 +214,11 @@ class RouteRunner:
         copy_artifact(artifact, private_input)  # steps get a copy: some libraries rewrite their input
         workdir = folder / "work"
         workdir.mkdir()
-        value = call_worker("step", {"ref": planned.step.run, "context": {
+        value = self._call("step", {"ref": planned.step.run, "context": {
             "input_path": str(private_input), "workdir": str(workdir), "options": options,
             "inputs": [s.to_json() for s in self.inputs],
             "calibration": str(self.calibration_path) if planned.step.needs_calibration else None,
-        }}, timeout=planned.step.timeout or self.settings.step_timeout, cwd=workdir)
+        }}, timeout=planned.step.timeout, cwd=workdir)
         output = Path(value["path"]).resolve()
         if not output.exists() or workdir.resolve() not in output.parents:
             raise StepFailedError(f"step {planned.name} returned {output}, which is not a file it wrote in its "

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from hub import errors
 from hub.errors import HubError, MissingDependencyError, StepFailedError
 
 STDERR_TAIL_CHARS = 4000
+WATCH_INTERVAL = 0.2
 
 
 class WorkerCrashed(StepFailedError):
@@ -163,8 +165,14 @@ def load_outputs(path: Path) -> list[list[np.ndarray]]:
 # ---- parent side -----------------------------------------------------------------------------------------
 
 def call_worker(kind: str, args: dict, timeout: float | None, cwd: Path | None = None,
-                python: str | None = None) -> Any:
-    """Run one job in a fresh process and return its value, or raise the error it ended with."""
+                python: str | None = None, memory_limit_mb: float | None = None) -> Any:
+    """Run one job in a fresh process and return its value, or raise the error it ended with.
+
+    timeout: seconds before the worker's process group is killed. memory_limit_mb: resident memory of the
+    worker and its children (default $HUB_MEMORY_LIMIT_MB, else unlimited) above which it is killed.
+    """
+    if memory_limit_mb is None and os.environ.get("HUB_MEMORY_LIMIT_MB"):
+        memory_limit_mb = float(os.environ["HUB_MEMORY_LIMIT_MB"])
     with tempfile.TemporaryDirectory(prefix="hub-job-") as scratch:
         job_path, result_path, log_path = (Path(scratch) / n for n in ("job.json", "result.json", "stderr.log"))
         job_path.write_text(json.dumps({"kind": kind, "args": args, "result": str(result_path)}))
@@ -175,11 +183,11 @@ def call_worker(kind: str, args: dict, timeout: float | None, cwd: Path | None =
                 start_new_session=True, env=_worker_environment(),
             )
             try:
-                returncode = process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+                returncode = _watch(process, timeout, memory_limit_mb)
+            except WorkerCrashed as crash:
                 _kill_group(process)
-                raise WorkerCrashed(f"timed out after {timeout:.0f} s", detail=_tail(log_path)) from None
-            except BaseException:
+                raise WorkerCrashed(crash.message, detail=_tail(log_path)) from None
+            except BaseException:  # Ctrl-C included: never leave a worker behind
                 _kill_group(process)
                 raise
         return _outcome(result_path, returncode, log_path)
@@ -191,6 +199,39 @@ def _worker_environment() -> dict[str, str]:
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path[1:], environment.get("PYTHONPATH")]))
     environment.setdefault("PYTHONHASHSEED", "0")
     return environment
+
+
+def _watch(process: subprocess.Popen, timeout: float | None, memory_limit_mb: float | None) -> int:
+    """Wait for the worker, enforcing the timeout and the memory limit; returns its exit status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise WorkerCrashed(f"timed out after {timeout:.0f} s")
+        try:
+            return process.wait(timeout=min(WATCH_INTERVAL, remaining) if remaining is not None else WATCH_INTERVAL)
+        except subprocess.TimeoutExpired:
+            pass
+        if memory_limit_mb is not None:
+            used = _group_rss_mb(process.pid)
+            if used > memory_limit_mb:
+                raise WorkerCrashed(f"used {used:.0f} MB, over the memory limit of {memory_limit_mb:.0f} MB "
+                                    "(raise it with --memory-limit)")
+
+
+def _group_rss_mb(group: int) -> float:
+    """Resident memory of every process in a process group, from /proc (Linux); 0 where unreadable."""
+    total_pages = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:  # field 5 of stat, the process group id
+                total_pages += int((entry / "statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def _kill_group(process: subprocess.Popen) -> None:

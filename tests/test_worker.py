@@ -44,3 +44,9 @@ def test_sigkill_is_reported(tmp_path):
 def test_timeout_kills_the_worker(tmp_path):
     with pytest.raises(WorkerCrashed, match="timed out after 2 s"):
         run_job("hangs", tmp_path, timeout=2)
+
+
+def test_memory_limit_kills_a_hungry_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_MEMORY_LIMIT_MB", "300")
+    with pytest.raises(WorkerCrashed, match="over the memory limit of 300 MB"):
+        run_job("hogs_memory", tmp_path)
