@@ -81,7 +81,7 @@ def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced"
     target = find_target(catalog, to, keep_layout)
     weights_for(prefer)
     with tempfile.TemporaryDirectory(prefix="hub-plan-") as scratch:
-        source = detect_source(catalog, _source_path(catalog, model, example_inputs, Path(scratch)))
+        source = detect_source(catalog, _source_path(catalog, model, example_inputs, Path(scratch)), Path(scratch))
         _check_trust(source, trust_pickle)
         routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=1 + alternatives)
         if not routes:
@@ -92,10 +92,11 @@ def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced"
 def inspect(model: str | Path, *, trust_pickle: bool = False, inputs: Iterable[str] = ()) -> tuple[Source, ModelInfo]:
     """Detect a model file's format and describe it: inputs, outputs, parameter count."""
     catalog = load_catalog()
-    source = detect_source(catalog, Path(model))
-    _check_trust(source, trust_pickle)
-    return source, describe(source, {"trust_pickle": trust_pickle,
-                                     "inputs": [parse_input_flag(t).to_json() for t in inputs]})
+    with tempfile.TemporaryDirectory(prefix="hub-inspect-") as scratch:
+        source = detect_source(catalog, Path(model), Path(scratch))
+        _check_trust(source, trust_pickle)
+        return source, describe(source, {"trust_pickle": trust_pickle,
+                                         "inputs": [parse_input_flag(t).to_json() for t in inputs]})
 
 
 def describe(source: Source, options: dict, cache: StepCache | None = None) -> ModelInfo:
@@ -161,7 +162,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     user_specs = [s if isinstance(s, TensorSpec) else parse_input_flag(s) for s in inputs]
     workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
     try:
-        source = detect_source(catalog, _source_path(catalog, model, example_inputs, workspace))
+        source = detect_source(catalog, _source_path(catalog, model, example_inputs, workspace), workspace)
         _check_trust(source, trust_pickle)
         # more candidates than attempts: routes that repeat a step which already failed are skipped
         routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes * 4)

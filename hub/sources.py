@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.archives import is_archive, unpack_model_archive
 from hub.declarations import Format
 from hub.errors import UnsupportedModelError, UsageError
 from hub.plugins import Catalog
@@ -21,12 +22,26 @@ class Source:
     bytes: int
 
 
-def detect_source(catalog: Catalog, path: Path) -> Source:
-    """Find the format of a model file from its content; UnsupportedModelError when no plugin claims it."""
+def detect_source(catalog: Catalog, path: Path, scratch: Path | None = None) -> Source:
+    """Find the format of a model file from its content; UnsupportedModelError when no plugin claims it.
+    An archive no format claims is unpacked (safely) into `scratch` and its content detected instead."""
     if not path.exists():
         raise UsageError(f"{path} does not exist")
     if path.is_file() and path.stat().st_size == 0:
         raise UnsupportedModelError(f"{path} is empty: it is not a model file")
+    detected = _detect(catalog, path)
+    if detected is None and scratch is not None and is_archive(path):
+        inner = unpack_model_archive(path, scratch / "unpacked")
+        detected = _detect(catalog, inner)
+    if detected is not None:
+        return detected
+    known = ", ".join(f"{f.name} ({', '.join(f.extensions) or 'folder'})" for f in catalog.formats.values())
+    raise UnsupportedModelError(
+        f"{path} is not a model in any format the hub knows ({known}); if it is truncated or corrupt, "
+        "export it again; if it is another format, install the plugin for it (see `hub plugins`)")
+
+
+def _detect(catalog: Catalog, path: Path) -> Source | None:
     for name in sorted(catalog.formats):
         model_format = catalog.formats[name]
         try:
@@ -37,10 +52,7 @@ def detect_source(catalog: Catalog, path: Path) -> Source:
             attributes = {k: v for k, v in (detected if isinstance(detected, dict) else {}).items()
                           if k in STATE_ATTRIBUTES and k != "format"}
             return Source(path.resolve(), model_format, ModelState(format=name, **attributes), artifact_bytes(path))
-    known = ", ".join(f"{f.name} ({', '.join(f.extensions) or 'folder'})" for f in catalog.formats.values())
-    raise UnsupportedModelError(
-        f"{path} is not a model in any format the hub knows ({known}); if it is truncated or corrupt, "
-        "export it again; if it is another format, install the plugin for it (see `hub plugins`)")
+    return None
 
 
 def class_names(obj: Any) -> set[str]:

@@ -1,0 +1,227 @@
+"""Describing, running and timing .tflite models with the LiteRT interpreter.
+
+The interpreter comes from ai-edge-litert, else tflite-runtime, else TensorFlow (tf.lite.Interpreter): the first
+that imports. Quantized inputs are fed by quantizing float samples with the tensor's own scale and zero point,
+and quantized outputs are dequantized, so verification compares real values with the source's.
+"""
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+
+from hub.errors import MissingDependencyError, UnsupportedModelError, UsageError
+from hub.states import ModelInfo, TensorSpec
+
+Feed = dict[str, np.ndarray]
+SIGNATURE_PREFIX = "serving_default_"
+MIN_WARMUP_RUNS = 3
+QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
+FLOAT_DTYPES = (np.float32, np.float16, np.float64)
+
+
+def runtime() -> tuple[Any, str]:
+    """The interpreter module of the first installed runtime (with Interpreter and OpResolverType), and its name."""
+    failures = []
+    for module_name, label in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                               ("tflite_runtime.interpreter", "tflite-runtime")):
+        try:
+            return importlib.import_module(module_name), label
+        except Exception as error:  # tflite-runtime 2.14 fails with numpy 2 at import, not only when missing
+            failures.append(f"{label}: {error}")
+    try:
+        import tensorflow as tf
+
+        return SimpleNamespace(Interpreter=tf.lite.Interpreter,
+                               OpResolverType=tf.lite.experimental.OpResolverType), "tensorflow"
+    except Exception as error:
+        failures.append(f"tensorflow: {error}")
+    raise MissingDependencyError("no TFLite interpreter is installed: pip install 'conversion-hub[tflite]'",
+                                 detail="\n".join(failures))
+
+
+def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True) -> Any:
+    """An interpreter with tensors allocated. Without delegates, the operator list is the model's own (XNNPACK
+    otherwise replaces what it takes by DELEGATE nodes)."""
+    module, _ = runtime()
+    settings: dict[str, Any] = {"model_path": str(model_path), "num_threads": max(1, int(threads))}
+    if not delegates:
+        settings["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = module.Interpreter(**settings)
+        interpreter.allocate_tensors()
+    except Exception as error:
+        raise UnsupportedModelError(f"the TFLite interpreter cannot load {Path(model_path).name}",
+                                    detail=str(error)) from error
+    return interpreter
+
+
+def signature_names(interpreter: Any) -> dict[int, str]:
+    """Tensor index -> the name its serving signature gives it ("image", "output_0"); empty without one."""
+    signatures = interpreter._get_full_signature_list() or {}
+    signature = signatures.get("serving_default") or (next(iter(signatures.values())) if len(signatures) == 1
+                                                      else {})
+    names = {}
+    for group in ("inputs", "outputs"):
+        names.update({index: name for name, index in (signature.get(group) or {}).items()})
+    return names
+
+
+def tensor_name(detail: dict, names: dict[int, str] | None = None) -> str:
+    """The name a tensor is known by outside TFLite: its signature name, else the tensor name without the
+    signature's decoration ("serving_default_image:0" -> "image")."""
+    if names and detail["index"] in names:
+        return names[detail["index"]]
+    name = detail["name"].removeprefix(SIGNATURE_PREFIX)
+    head, colon, index = name.rpartition(":")
+    return head if colon and index.isdigit() else name
+
+
+def tensor_spec(detail: dict, names: dict[int, str] | None = None) -> TensorSpec:
+    signature = detail.get("shape_signature")
+    dims = signature if signature is not None and len(signature) else detail["shape"]
+    shape = tuple(None if int(d) < 0 else int(d) for d in dims)
+    # A quantized input or output is fed and read as real values (see quantize/dequantize): float32 to callers.
+    dtype = np.dtype(detail["dtype"])
+    real = dtype.type in QUANTIZED_DTYPES and detail["quantization"][0]
+    return TensorSpec(tensor_name(detail, names), shape, "float32" if real else dtype.name)
+
+
+def describe_tflite(path: Path, options: dict[str, Any] | None = None) -> ModelInfo:
+    """Inputs and outputs (names without the signature's decoration), weights, ops, and I/O quantization."""
+    interpreter = open_interpreter(path, delegates=False)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    names = signature_names(interpreter)
+    constants = _constant_tensors(interpreter)
+    notes = [f"runtime {runtime()[1]}"]
+    for detail in inputs + outputs:
+        scale, zero_point = detail["quantization"]
+        if scale:
+            notes.append(f"{tensor_name(detail, names)}: {np.dtype(detail['dtype']).name}, scale {scale:.6g}, "
+                         f"zero point {zero_point}")
+    op_names = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    notes.append("operators: " + ", ".join(op_names))
+    return ModelInfo(
+        format="tflite",
+        inputs=tuple(tensor_spec(d, names) for d in inputs),
+        outputs=tuple(tensor_spec(d, names) for d in outputs),
+        parameters=int(sum(int(np.prod(d["shape"])) for d in constants)),
+        notes=tuple(notes),
+    )
+
+
+def float_operators(path: Path) -> list[str]:
+    """Operators that still compute in floating point ("CONV_2D (conv2d_1)"): any float input or output tensor
+    other than constants, excluding the QUANTIZE/DEQUANTIZE ops at the edges that convert float I/O."""
+    interpreter = open_interpreter(path, delegates=False)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    constant_indexes = {d["index"] for d in _constant_tensors(interpreter)}
+    found = []
+    for op in interpreter._get_ops_details():
+        tensors = [details[i] for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0 and i in details]
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        if any(np.dtype(t["dtype"]).type in FLOAT_DTYPES for t in tensors if t["index"] not in constant_indexes):
+            outputs = [details[i]["name"] for i in op["outputs"] if i in details]
+            found.append(f"{op['op_name']} ({', '.join(outputs)})" if outputs else op["op_name"])
+    return found
+
+
+def io_dtypes(path: Path) -> tuple[list[str], list[str]]:
+    """numpy names of the input and output tensors' types."""
+    interpreter = open_interpreter(path, delegates=False)
+    return ([np.dtype(d["dtype"]).name for d in interpreter.get_input_details()],
+            [np.dtype(d["dtype"]).name for d in interpreter.get_output_details()])
+
+
+def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[list[np.ndarray]]:
+    """The outputs (dequantized) of each batch-1 feed, in the model's output order."""
+    infer = inference(Path(model_path), threads, samples[0] if samples else {})
+    return [infer(sample) for sample in samples]
+
+
+def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int) -> float:
+    """Median milliseconds of one invoke (feeding included), after warm-up runs that are not counted."""
+    infer = inference(Path(model_path), threads, sample)
+    for _ in range(max(MIN_WARMUP_RUNS, repeats // 10)):
+        infer(sample)
+    timings = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        infer(sample)
+        timings.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(timings)
+
+
+def inference(model_path: Path, threads: int, example: Feed) -> Callable[[Feed], list[np.ndarray]]:
+    """A function running one sample; input tensors are resized once to the example's shapes if they differ."""
+    interpreter = open_interpreter(model_path, threads)
+    names = signature_names(interpreter)
+    inputs = interpreter.get_input_details()
+    resized = False
+    for detail, key in zip(inputs, _input_keys(inputs, example, names)):
+        shape = np.shape(example[key])
+        if tuple(detail["shape"]) != tuple(shape):
+            interpreter.resize_tensor_input(detail["index"], list(shape), strict=False)
+            resized = True
+    if resized:
+        interpreter.allocate_tensors()
+        inputs = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+
+    def infer(sample: Feed) -> list[np.ndarray]:
+        for detail, key in zip(inputs, _input_keys(inputs, sample, names)):
+            interpreter.set_tensor(detail["index"], quantize(np.asarray(sample[key]), detail))
+        interpreter.invoke()
+        return [dequantize(interpreter.get_tensor(detail["index"]), detail) for detail in outputs]
+
+    return infer
+
+
+def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    """A float array as the tensor's type: quantized with its scale and zero point when it has them."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if dtype.type in QUANTIZED_DTYPES and scale and array.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
+    return array.astype(dtype, copy=False)
+
+
+def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).type in QUANTIZED_DTYPES and scale:
+        return ((array.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return np.array(array)
+
+
+def _input_keys(inputs: list[dict], sample: Feed, names: dict[int, str]) -> list[str]:
+    """Which key of the sample feeds each input: by name (signature, raw or undecorated), else by position."""
+    keys = []
+    for detail in inputs:
+        for candidate in (tensor_name(detail, names), detail["name"], tensor_name(detail)):
+            if candidate in sample:
+                keys.append(candidate)
+                break
+    if len(keys) == len(inputs):
+        return keys
+    if len(sample) == len(inputs):
+        return list(sample)
+    raise UsageError(f"the sample has arrays {sorted(sample)} but the TFLite model's inputs are "
+                     f"{[tensor_name(d, names) for d in inputs]}")
+
+
+def _constant_tensors(interpreter: Any) -> list[dict]:
+    """Tensors whose values are stored in the model (weights, biases, constant shapes): read by some operator,
+    written by none, and not a model input."""
+    operators = interpreter._get_ops_details()
+    produced = {i for op in operators for i in op["outputs"]}
+    consumed = {i for op in operators for i in op["inputs"] if i >= 0}
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    indexes = consumed - produced - inputs
+    return [d for d in interpreter.get_tensor_details() if d["index"] in indexes]

@@ -1,0 +1,321 @@
+"""The run function of the onnx2tf steps. onnx2tf, TensorFlow and onnx are imported inside functions only.
+
+onnx2tf is run offline and contained: it would download a sample-image file for any 4-D, 3-channel input with a
+fixed batch of at most 20 (even when given calibration data), so a file of that name is written into its working
+folder first; it calls sys.exit(1) on errors, which becomes a StepFailedError carrying its last log lines; and
+it rewrites its input .onnx, which is the step's private copy.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from hub.declarations import StepContext
+from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub.states import TensorSpec
+
+# onnx2tf reads this from its current directory before reaching for the internet (utils.common_functions).
+SAMPLE_IMAGES_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+SAMPLE_IMAGES_SHAPE = (20, 128, 128, 3)
+# The file onnx2tf writes for each precision, after "<model name>_".
+OUTPUT_SUFFIX = {
+    "fp32": "float32.tflite",
+    "fp16": "float16.tflite",
+    "int8-dynamic": "dynamic_range_quant.tflite",
+    "int8": "full_integer_quant.tflite",
+}
+IO_DTYPES = ("int8", "uint8", "float32")
+LOG_TAIL_LINES = 40
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def convert_onnx_to_tflite(ctx: StepContext) -> Path:
+    """ONNX fp32 -> one .tflite of ctx.options["precision"]; 4-D I/O channels-last unless options["keep_layout"]."""
+    precision = str(ctx.options["precision"])
+    keep_layout = bool(ctx.options.get("keep_layout", False))
+    if precision not in OUTPUT_SUFFIX:
+        raise UsageError(f"onnx2tf step option precision={precision!r} is not one of: {', '.join(OUTPUT_SUFFIX)}")
+    onnx2tf = _import_onnx2tf()
+    inputs, outputs = _onnx_io(ctx.input_path)
+    shapes = _concrete_shapes(inputs, ctx.inputs)
+    int8 = precision == "int8"
+    io_dtype = str(ctx.options.get("io_dtype", "int8"))
+    if int8 and io_dtype not in IO_DTYPES:
+        raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
+    # Only 4-D inputs move to NHWC (what the core transposes for); 3-D and 5-D ones keep their layout.
+    kept = [spec.name for spec in inputs if len(spec.shape) in (3, 5) or (keep_layout and len(spec.shape) == 4)]
+    scratch = ctx.workdir / "onnx2tf"
+    arrays = _calibration_arrays(ctx, inputs, shapes)
+    with _working_directory(ctx.workdir):
+        _write_sample_images(ctx.workdir / SAMPLE_IMAGES_FILE, inputs, arrays, int(ctx.options.get("seed", 0)))
+        calibration = _calibration_files(ctx.workdir, inputs, arrays, kept, int8,
+                                         int(ctx.options.get("max_calibration_samples", 200)))
+        overwrite = [f"{spec.name}:{','.join(str(d) for d in shapes[spec.name])}"
+                     for spec in inputs if None in spec.shape]
+        options: dict[str, Any] = dict(
+            input_onnx_file_path=str(ctx.input_path),
+            output_folder_path=str(scratch),
+            output_dynamic_range_quantized_tflite=precision == "int8-dynamic",
+            output_integer_quantized_tflite=int8,
+            quant_type=str(ctx.options.get("quant_type", "per-channel")),
+            input_quant_dtype=io_dtype,
+            output_quant_dtype=io_dtype,
+            custom_input_op_name_np_data_path=calibration or None,
+            keep_ncw_or_nchw_or_ncdhw_input_names=_with_onnx2tf_names(kept, int8) or None,
+            overwrite_input_shape=overwrite or None,
+            non_verbose=False,
+            verbosity="info",
+        )
+        log = _run_onnx2tf(onnx2tf, options)
+    produced = sorted(scratch.glob(f"*_{OUTPUT_SUFFIX[precision]}"))
+    if not produced:
+        raise StepFailedError(
+            f"onnx2tf finished but wrote no *_{OUTPUT_SUFFIX[precision]} ({precision}); its last messages:\n"
+            + _log_tail(log), detail=log)
+    output = ctx.workdir / f"model.{precision}.tflite"
+    shutil.move(str(produced[0]), output)
+    shutil.rmtree(scratch, ignore_errors=True)
+    for leftover in [ctx.workdir / SAMPLE_IMAGES_FILE, *(Path(entry[1]) for entry in calibration)]:
+        leftover.unlink(missing_ok=True)
+    io_details = _check_io(output, inputs, outputs, keep_layout, io_dtype if int8 else None)
+    if int8 and ctx.options.get("full_integer", True):
+        check_full_integer(output)
+    ctx.notes.update(
+        converter=f"onnx2tf {getattr(onnx2tf, '__version__', '?')}",
+        file=produced[0].name,
+        layout="source" if keep_layout else "nhwc",
+        kept_layout_inputs=kept,
+        overwrite_input_shape=overwrite,
+        calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
+        calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
+        **io_details,
+    )
+    return output
+
+
+def _import_onnx2tf() -> Any:
+    try:
+        import onnx2tf
+    except ModuleNotFoundError as error:
+        raise MissingDependencyError("onnx2tf or one of its dependencies is not installed: "
+                                     "pip install 'conversion-hub[onnx2tf]'", detail=str(error)) from error
+    return onnx2tf
+
+
+def _onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    from hub_onnx.model_file import graph_inputs, load_model, tensor_spec
+
+    model = load_model(path, with_weights=False)
+    return graph_inputs(model), tuple(tensor_spec(v) for v in model.graph.output)
+
+
+def _concrete_shapes(inputs: tuple[TensorSpec, ...], given: tuple[TensorSpec, ...]) -> dict[str, tuple[int, ...]]:
+    """Fixed shapes for onnx2tf: the graph's, with dynamic dimensions taken from the hub's input specs (matched by
+    name, else by position), else 1."""
+    by_name = {spec.name: spec for spec in given}
+    shapes = {}
+    for index, spec in enumerate(inputs):
+        other = by_name.get(spec.name) or (given[index] if len(given) == len(inputs) else None)
+        hint = other.shape if other is not None and len(other.shape) == len(spec.shape) else (None,) * len(spec.shape)
+        shapes[spec.name] = tuple(d if d is not None else (h if h is not None else 1) for d, h in zip(spec.shape, hint))
+    return shapes
+
+
+def _calibration_arrays(ctx: StepContext, inputs: tuple[TensorSpec, ...],
+                        shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The calibration samples per ONNX input, in the source's layout (samples along axis 0), or {} if none."""
+    if ctx.calibration is None:
+        return {}
+    with np.load(ctx.calibration, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if len(arrays) == 1 and len(inputs) == 1:
+        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    elif not all(spec.name in arrays for spec in inputs) and len(arrays) == len(inputs):
+        arrays = dict(zip((spec.name for spec in inputs), arrays.values()))  # same order, other names
+    missing = [spec.name for spec in inputs if spec.name not in arrays]
+    if missing:
+        raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}; "
+                         f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
+    result = {}
+    for spec in inputs:
+        array = np.asarray(arrays[spec.name])
+        if array.shape[1:] != shapes[spec.name][1:]:
+            raise UsageError(f"calibration samples for {spec.name} have shape {array.shape[1:]} per sample; the "
+                             f"model takes {shapes[spec.name][1:]}")
+        result[spec.name] = array
+    return result
+
+
+def _calibration_files(folder: Path, inputs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray],
+                       kept: list[str], int8: bool, limit: int) -> list[list[Any]]:
+    """custom_input_op_name_np_data_path entries: one float32 .npy per input in the layout the TFLite model will
+    take (NHWC unless kept), with mean 0 and std 1 since the samples are already what the model is fed.
+
+    Given for every precision when samples exist: onnx2tf also runs them through ONNX Runtime to settle shapes,
+    which is better than its default of ones or photos."""
+    if not arrays or any(np.dtype(spec.dtype).kind != "f" for spec in inputs):
+        if int8 and arrays:
+            raise UsageError("onnx2tf calibrates float inputs only; this model has an input of another type")
+        return []
+    entries = []
+    for index, spec in enumerate(inputs):
+        array = arrays[spec.name][:limit].astype(np.float32)
+        if array.ndim == 4 and spec.name not in kept:
+            array = array.transpose(0, 2, 3, 1)
+        path = folder / f"calibration_{index}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        entries.append([_onnx2tf_name(spec.name, int8), str(path), np.float32(0.0), np.float32(1.0)])
+    return entries
+
+
+def _write_sample_images(path: Path, inputs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray],
+                         seed: int) -> None:
+    """The 20x128x128x3 float32 file onnx2tf would otherwise download: our own samples when an input is a 3-channel
+    image (nearest-neighbour resized, repeated to 20), else seeded uniform noise in [0, 1)."""
+    images = next((arrays[spec.name] for spec in inputs
+                   if spec.name in arrays and arrays[spec.name].ndim == 4 and arrays[spec.name].shape[1] == 3), None)
+    if images is None or len(images) == 0:
+        data = np.random.default_rng(seed).random(SAMPLE_IMAGES_SHAPE, dtype=np.float32)
+    else:
+        count, _, height, width = images.shape
+        rows = np.arange(128) * height // 128
+        columns = np.arange(128) * width // 128
+        nhwc = images.astype(np.float32).transpose(0, 2, 3, 1)[:, rows][:, :, columns]
+        data = nhwc[np.arange(SAMPLE_IMAGES_SHAPE[0]) % count]
+    np.save(path, np.ascontiguousarray(data, dtype=np.float32))
+
+
+def _onnx2tf_name(name: str, int8: bool) -> str:
+    """The name onnx2tf gives an input: ':' becomes '__', and for int8 a leading '/' becomes 'wa/'."""
+    name = name.replace(":", "__")
+    return re.sub("^/", "wa/", name) if int8 else name
+
+
+def _with_onnx2tf_names(names: list[str], int8: bool) -> list[str]:
+    return list(dict.fromkeys([*names, *(_onnx2tf_name(n, int8) for n in names)]))
+
+
+class _TailWriter(io.TextIOBase):
+    """Passes text through to a stream and keeps its last lines (and all of it, for the error detail)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: collections.deque[str] = collections.deque(maxlen=2000)
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        self.lines.extend(ANSI_ESCAPE.sub("", line) for line in complete if line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return "\n".join([*self.lines, ANSI_ESCAPE.sub("", self._partial)]).strip()
+
+
+def _run_onnx2tf(onnx2tf: Any, options: dict[str, Any]) -> str:
+    """onnx2tf.convert(**options); its sys.exit and exceptions become StepFailedError with its last messages."""
+    writer = _TailWriter(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(writer):  # onnx2tf logs with print()
+            onnx2tf.convert(**options)
+    except SystemExit as exit_:
+        log = writer.text()
+        raise StepFailedError(f"onnx2tf stopped (exit status {exit_.code}); its last messages:\n" + _log_tail(log),
+                              detail=log) from None
+    except Exception as error:
+        log = writer.text()
+        raise StepFailedError(f"onnx2tf failed: {type(error).__name__}: {error}", detail=log) from error
+    return writer.text()
+
+
+def _log_tail(log: str) -> str:
+    lines = log.splitlines()
+    errors = [i for i, line in enumerate(lines) if "ERROR" in line or "Error" in line or "failed" in line]
+    start = max(0, errors[0] - 2) if errors else len(lines) - LOG_TAIL_LINES
+    return "\n".join(lines[max(start, len(lines) - LOG_TAIL_LINES):])
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    """onnx2tf looks for its sample file in the current directory; the worker already runs in ctx.workdir, this
+    makes the step behave the same when called directly."""
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def check_full_integer(model: Path) -> None:
+    """Fail when an operator of the model still computes in float (onnx2tf lets SELECT_TF_OPS keep some), naming
+    them. The check is the TFLite plugin's, shared with its own converters."""
+    from hub_litert.interpreter import float_operators
+
+    stayed_float = float_operators(model)
+    if stayed_float:
+        raise StepFailedError(f"onnx2tf could not make the model fully integer: {len(stayed_float)} operator(s) "
+                              "stayed float: " + "; ".join(stayed_float))
+
+
+def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], keep_layout: bool,
+              io_dtype: str | None) -> dict[str, Any]:
+    """Check the TFLite model's I/O shapes (and, for int8, their types) against what the step declares.
+
+    onnx2tf keeps NCHW inputs on request but has no option for outputs: a 4-D output comes out channels-last
+    whatever is asked. A step that declared layout "source" would then be verified against transposed outputs,
+    so it fails here with the reason instead."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    tfl_inputs, tfl_outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    expected_inputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) != 4) for spec in inputs]
+    expected_outputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) != 4) for spec in outputs]
+    got_inputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_inputs]
+    got_outputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_outputs]
+    if not _same_shapes(expected_outputs, got_outputs) or not _same_shapes(expected_inputs, got_inputs):
+        layout = "the source's layout" if keep_layout else "channels-last 4-D tensors"
+        raise StepFailedError(
+            f"onnx2tf wrote inputs {got_inputs} and outputs {got_outputs}, not the {layout} this step promises "
+            f"(expected inputs {expected_inputs}, outputs {expected_outputs})"
+            + ("; onnx2tf cannot keep 4-D or 3-D outputs channels-first: use the channels-last variant"
+               if keep_layout and any(len(spec.shape) in (3, 4, 5) for spec in outputs) else ""))
+    dtypes = {"input_dtypes": [np.dtype(d["dtype"]).name for d in tfl_inputs],
+              "output_dtypes": [np.dtype(d["dtype"]).name for d in tfl_outputs]}
+    if io_dtype is not None and set(dtypes["input_dtypes"] + dtypes["output_dtypes"]) != {io_dtype}:
+        raise StepFailedError(f"onnx2tf's full-integer model does not have {io_dtype} inputs and outputs: {dtypes}")
+    return dtypes
+
+
+def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple[int | None, ...]:
+    if source_layout or len(shape) != 4:
+        return shape
+    return (shape[0], shape[2], shape[3], shape[1])
+
+
+def _same_shapes(expected: list[tuple[int | None, ...]], got: list[tuple[int, ...]]) -> bool:
+    """Equal as multisets where dimensions are known: the TFLite output order may differ from ONNX's."""
+    if len(expected) != len(got):
+        return False
+    remaining = list(got)
+    for shape in expected:
+        match = next((g for g in remaining if len(g) == len(shape)
+                      and all(e is None or e == d for e, d in zip(shape, g))), None)
+        if match is None:
+            return False
+        remaining.remove(match)
+    return True

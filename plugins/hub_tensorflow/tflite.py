@@ -1,0 +1,152 @@
+"""Keras models and SavedModels -> TFLite with tf.lite.TFLiteConverter, one step per precision.
+
+Keras 3 models go through from_keras_model (never from_concrete_functions: on Keras 3 it silently drops the
+weights), SavedModels through from_saved_model. Full-integer int8 is calibrated on ctx.calibration, uses only
+TFLITE_BUILTINS_INT8 kernels, and by default takes and returns int8; afterwards the model's operators are
+checked, and one that still computes in float fails the step with the list of such operators.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from hub.declarations import StepContext
+from hub.errors import StepFailedError, UsageError
+from hub_tensorflow import INT8_OPTIONS
+from hub_tensorflow.models import load_keras_model
+
+IO_DTYPES = ("int8", "uint8", "float32")
+# Phrases the MLIR quantizer uses for an op it cannot lower to int8 kernels; the op follows in quotes.
+UNQUANTIZABLE_OP = re.compile(r"(?:'tfl\.([a-z_0-9]+)'|op: '?([A-Za-z_0-9]+)'?|tf\.([A-Za-z0-9]+))")
+
+
+def convert_keras_fp32(ctx: StepContext) -> Path:
+    return _convert(ctx, _keras_converter, "fp32")
+
+
+def convert_keras_fp16(ctx: StepContext) -> Path:
+    return _convert(ctx, _keras_converter, "fp16")
+
+
+def convert_keras_int8_dynamic(ctx: StepContext) -> Path:
+    return _convert(ctx, _keras_converter, "int8-dynamic")
+
+
+def convert_keras_int8(ctx: StepContext) -> Path:
+    return _convert(ctx, _keras_converter, "int8")
+
+
+def convert_savedmodel_fp32(ctx: StepContext) -> Path:
+    return _convert(ctx, _savedmodel_converter, "fp32")
+
+
+def convert_savedmodel_fp16(ctx: StepContext) -> Path:
+    return _convert(ctx, _savedmodel_converter, "fp16")
+
+
+def convert_savedmodel_int8_dynamic(ctx: StepContext) -> Path:
+    return _convert(ctx, _savedmodel_converter, "int8-dynamic")
+
+
+def convert_savedmodel_int8(ctx: StepContext) -> Path:
+    return _convert(ctx, _savedmodel_converter, "int8")
+
+
+def _keras_converter(ctx: StepContext) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(load_keras_model(ctx.input_path, ctx.options))
+
+
+def _savedmodel_converter(ctx: StepContext) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(ctx.input_path), signature_keys=["serving_default"])
+
+
+def _convert(ctx: StepContext, make_converter: Callable[[StepContext], Any], precision: str) -> Path:
+    import tensorflow as tf
+
+    converter = make_converter(ctx)
+    if precision == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "int8-dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        options = {**INT8_OPTIONS, **ctx.options}
+        io_dtype = str(options["io_dtype"])
+        if io_dtype not in IO_DTYPES:
+            raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(ctx, options)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, io_dtype)
+        converter.inference_output_type = getattr(tf, io_dtype)
+        ctx.notes.update(io_dtype=io_dtype, supported_ops="TFLITE_BUILTINS_INT8")
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise _conversion_error(error, precision) from error
+    output = ctx.workdir / f"model.{precision}.tflite"
+    output.write_bytes(flatbuffer)
+    if precision == "int8" and {**INT8_OPTIONS, **ctx.options}["full_integer"]:
+        check_full_integer(output)
+    ctx.notes["precision"] = precision
+    return output
+
+
+def representative_dataset(ctx: StepContext, options: dict[str, Any]) -> Callable[[], Iterator[Any]]:
+    """Calibration samples one at a time, as a batch of one: ctx.calibration's arrays (samples on axis 0, in the
+    model's own layout), else seeded random inputs of the declared shapes (noted as a warning)."""
+    names = [spec.name for spec in ctx.inputs]
+    if ctx.calibration is not None:
+        with np.load(ctx.calibration, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        if len(arrays) == 1 and len(names) == 1:
+            arrays = {names[0]: next(iter(arrays.values()))}
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}")
+        count = min(min(len(arrays[n]) for n in names), int(options["max_calibration_samples"]))
+        ctx.notes["calibration_source"] = Path(ctx.calibration).name
+    else:
+        rng = np.random.default_rng(int(options["seed"]))
+        count = int(options["random_calibration_samples"])
+        arrays = {spec.name: rng.standard_normal((count, *(d or 1 for d in spec.shape[1:]))) for spec in ctx.inputs}
+        ctx.notes["calibration_source"] = "random"
+        ctx.notes["warning"] = "no calibration data: int8 ranges come from random inputs; pass real samples"
+    ctx.notes["calibration_samples"] = count
+
+    def samples() -> Iterator[Any]:
+        for index in range(count):
+            batch = {name: arrays[name][index:index + 1].astype(np.float32) for name in names}
+            # one input: a list (its name may differ in the converted signature); several: keyed by name
+            yield [batch[names[0]]] if len(names) == 1 else batch
+
+    return samples
+
+
+def check_full_integer(path: Path) -> None:
+    """Fail when any operator of the model still computes in float, naming those operators."""
+    from hub_litert.interpreter import float_operators
+
+    stayed_float = float_operators(path)
+    if stayed_float:
+        raise StepFailedError(
+            f"the model cannot be made fully integer: {len(stayed_float)} operator(s) stayed float: "
+            + "; ".join(stayed_float))
+
+
+def _conversion_error(error: Exception, precision: str) -> StepFailedError:
+    text = str(error)
+    if precision != "int8":
+        return StepFailedError(f"TFLiteConverter failed ({precision})", detail=text)
+    ops = sorted({next(g for g in match.groups() if g) for match in UNQUANTIZABLE_OP.finditer(text)
+                  if "quant" in text.lower()})
+    listed = f": operators without int8 kernels: {', '.join(ops)}" if ops else ""
+    return StepFailedError(f"the model cannot be made fully integer (TFLITE_BUILTINS_INT8 only){listed}",
+                           detail=text)
