@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from hub.sources import Source, detect_source, save_in_memory_model
 from hub.states import ModelInfo, Requirement, TensorSpec
 from hub.worker import call_worker
 
-DESCRIBE_TIMEOUT = 600.0
+DESCRIBE_TIMEOUT = float(os.environ.get("HUB_DESCRIBE_TIMEOUT", 600))
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ def test_keras_converts_to_each_tflite_target(models, tmp_path, shared_cache, im
     result = hub.convert(models["keras"], to=target, calibration=models["calibration"], output=tmp_path,
                          cache_dir=shared_cache)
     report = result.report.to_json()
+    print(target, "fidelity", report["final"]["fidelity"], "bytes", report["final"]["bytes"])
     suffix = {"fp32": "", "fp16": "-fp16", "int8-dynamic": "-dynamic-int8", "int8": "-int8"}[precision]
     assert report["route"] == [f"keras-to-tflite{suffix}"]
     assert report["final"]["state"] == f"tflite/{precision}/raw" and report["final"]["backend"] == "litert"
@@ -202,8 +203,9 @@ def test_tf_keras_h5_to_tflite_arm(tmp_path, images, models):
 
 
 @pytest.mark.slow
-def test_float_tflite_source_to_cpu_int8_through_tf2onnx(models, tmp_path, images):
-    fp32 = hub.convert(models["keras"], to="tflite", output=tmp_path / "fp32").path
+def test_float_tflite_source_to_cpu_int8_through_tf2onnx(models, tmp_path, shared_cache):
+    fp32 = hub.convert(models["keras"], to="tflite", output=tmp_path / "fp32", calibration=models["calibration"],
+                       cache_dir=shared_cache).path
     assert detect_tflite(fp32) == {"precision": "fp32", "graph": "raw"}
     info = describe_tflite(fp32)
     assert [(s.name, s.shape) for s in info.inputs] == [("image", (None, *SHAPE))]
@@ -227,7 +229,7 @@ def test_tflite_arm_names_the_operators_that_stay_float(tmp_path, models):
     model.save(tmp_path / "layernorm.keras")
     with pytest.raises(StepFailedError) as failure:
         hub.convert(tmp_path / "layernorm.keras", to="tflite-arm", calibration=models["calibration"],
-                    output=tmp_path / "out")
+                    output=tmp_path / "out", max_routes=1)
     assert "cannot be made fully integer" in failure.value.message and "NEG" in failure.value.message
     assert not (tmp_path / "out").exists()
 

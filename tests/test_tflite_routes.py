@@ -108,14 +108,14 @@ def test_tflite_arm_from_torch_goes_through_onnx2tf_with_int8_io(digits_model, t
     report = result.report
     assert report.route == ["torch-dynamo-export", "onnx2tf-int8"]
     assert report.final.state == "tflite/int8/optimized/nhwc"
-    assert report.final.fidelity.cosine > 0.98 and report.final.fidelity.top1_agreement >= 0.9
+    assert report.final.fidelity.cosine > 0.995 and report.final.fidelity.top1_agreement >= 0.95
     onnx_bytes = report.steps[0].bytes
     assert report.final.bytes < 0.6 * onnx_bytes  # int8 weights, on a model this small the graph weighs too
     heldout = np.load(digits_model["heldout"])["image"]
     logits, types = run_tflite(result.path, heldout, nhwc=True)
     assert types == {"input": "int8", "output": "int8", "input_shape": (1, 8, 8, 1)}
     reference = eager(digits_model["module"], heldout)
-    assert mean_cosine(reference, logits) > 0.98
+    assert mean_cosine(reference, logits) > 0.995  # 0.9998 measured
     assert (reference.argmax(1) == logits.argmax(1)).mean() >= 0.95
 
 
@@ -162,8 +162,8 @@ def test_litert_torch_int8_is_full_integer_with_int8_io(digits_model, tmp_path):
     logits, types = run_tflite(model, heldout, nhwc=False)
     assert types["input_shape"] == (1, 1, 8, 8)
     reference = eager(digits_model["module"], heldout)
-    # good on this small model; on a pretrained mobile CNN it fell to 0.79 (FACTS.md): verification decides
-    assert mean_cosine(reference, logits) > 0.97
+    # 0.9998 on this small model; on a pretrained mobile CNN it fell to 0.79 (FACTS.md): verification decides
+    assert mean_cosine(reference, logits) > 0.995
     assert (reference.argmax(1) == logits.argmax(1)).mean() >= 0.9
 
 
