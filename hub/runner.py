@@ -54,6 +54,7 @@ class RunSettings:
     verify_samples: int = 32
     step_options: dict[str, Any] = field(default_factory=dict)
     memory_limit_mb: float | None = None
+    trait_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # options for a step adding a trait
 
 
 class RouteRunner:
@@ -169,8 +170,11 @@ class RouteRunner:
 
     def _options(self, planned: PlannedStep) -> dict[str, Any]:
         options = {**planned.step.options, **self.target.options}
+        for trait in set(planned.result.traits) - set(planned.source.traits):
+            options.update(self.settings.trait_options.get(trait, {}))
         options.update(self.settings.step_options.get(planned.name, {}))
         options.update(self.settings.step_options.get("*", {}))
+        options["source_path"] = str(self.source.path)  # a teacher for distillation, a reference for others
         return options
 
     def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
@@ -278,12 +282,20 @@ class RouteRunner:
                            backend.name if backend else "-", latency, source_latency, fidelity)
 
 
+CHANNELS_LAST_RANKS = (3, 4, 5)  # NCW, NCHW, NCDHW
+
+
 def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(array.transpose(0, 2, 3, 1)) if layout == "nhwc" and array.ndim == 4 else array
+    """A source-layout (channels-first) array in the artifact's layout: "nhwc" moves channels last."""
+    if layout != "nhwc" or array.ndim not in CHANNELS_LAST_RANKS:
+        return array
+    return np.ascontiguousarray(array.transpose(0, *range(2, array.ndim), 1))
 
 
 def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if layout == "nhwc" and array.ndim == 4 else array
+    if layout != "nhwc" or array.ndim not in CHANNELS_LAST_RANKS:
+        return array
+    return np.ascontiguousarray(array.transpose(0, array.ndim - 1, *range(1, array.ndim - 1)))
 
 
 def write_atomically(artifact: Path, destination: Path) -> None:

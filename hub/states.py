@@ -12,21 +12,30 @@ class ModelState:
     format: the file format ("onnx", "torch-export", ...).
     precision: "fp32", "fp16", "int8" (static, weights and activations) or "int8-dynamic" (weights only).
     graph: "raw" as a framework exported it, "optimized" after a clean-up pass.
-    layout: "source" when inputs and outputs keep the source's layout; "nhwc" when a converter moved 4-D
-        inputs and outputs from channels-first to channels-last (verification transposes for it).
+    layout: "source" when inputs and outputs keep the source's layout; "nhwc" when a converter moved 3-D, 4-D
+        and 5-D inputs and outputs from channels-first to channels-last (verification transposes for it).
+    traits: compressions applied so far, sorted ("pruned", "channels-pruned", "distilled", ...). A step adds
+        one with produces={"traits": "+pruned"}.
     """
 
     format: str
     precision: str = "fp32"
     graph: str = "raw"
     layout: str = "source"
+    traits: tuple[str, ...] = ()
 
     def changed(self, changes: Mapping[str, str]) -> "ModelState":
-        return replace(self, **dict(changes))
+        updates: dict = dict(changes)
+        if "traits" in updates:
+            added = {t.lstrip("+") for t in updates["traits"].split(",") if t.strip()}
+            updates["traits"] = tuple(sorted(set(self.traits) | added))
+        return replace(self, **updates)
 
     def __str__(self) -> str:
         text = f"{self.format}/{self.precision}/{self.graph}"
-        return text if self.layout == "source" else f"{text}/{self.layout}"
+        if self.layout != "source":
+            text += f"/{self.layout}"
+        return text + "".join(f"+{t}" for t in self.traits)
 
 
 STATE_ATTRIBUTES = tuple(f.name for f in fields(ModelState))
@@ -48,7 +57,19 @@ class Requirement:
         return cls(normalized)
 
     def matches(self, state: ModelState) -> bool:
-        return all(getattr(state, attribute) in values for attribute, values in self.allowed.items())
+        """Each named attribute has an allowed value; for traits, every trait named must be present."""
+        return all(values <= set(state.traits) if attribute == "traits" else getattr(state, attribute) in values
+                   for attribute, values in self.allowed.items())
+
+    def narrowed(self, attribute: str, values: Iterable[str]) -> "Requirement":
+        """This requirement with `attribute` limited further (traits: more required)."""
+        values = frozenset(values)
+        current = self.allowed.get(attribute)
+        if attribute == "traits":
+            combined = (current or frozenset()) | values
+        else:
+            combined = values if current is None else current & values
+        return Requirement({**self.allowed, attribute: combined})
 
     def describe(self) -> str:
         return ", ".join(f"{a}={'|'.join(sorted(v))}" for a, v in sorted(self.allowed.items())) or "anything"
