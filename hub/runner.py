@@ -22,7 +22,7 @@ from hub.report import FinalRecord, RouteFailure, StepRecord, artifact_bytes
 from hub.sources import Source
 from hub.verify import Fidelity, compare
 from hub.worker import call_worker, load_outputs, save_samples
-from hub.states import ModelState, TensorSpec
+from hub.states import CHANNELS_LAST_RANKS, ModelState, TensorSpec
 
 LATENCY_REPEATS = 30
 
@@ -280,9 +280,6 @@ class RouteRunner:
         backend = self.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
-
-
-CHANNELS_LAST_RANKS = (3, 4, 5)  # NCW, NCHW, NCDHW
 
 
 def to_layout(array: np.ndarray, layout: str) -> np.ndarray:

@@ -5,6 +5,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
 
+CHANNELS_LAST_RANKS = (3, 4, 5)  # NCW, NCHW, NCDHW: the tensors layout "nhwc" moves channels last for
+
+
 @dataclass(frozen=True, order=True)
 class ModelState:
     """A point in the space the planner searches.

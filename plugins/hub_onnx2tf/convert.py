@@ -21,7 +21,7 @@ import numpy as np
 
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
-from hub.states import TensorSpec
+from hub.states import CHANNELS_LAST_RANKS, TensorSpec
 
 # onnx2tf reads this from its current directory before reaching for the internet (utils.common_functions).
 SAMPLE_IMAGES_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -51,8 +51,8 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
         raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
-    # Only 4-D inputs move to NHWC (what the core transposes for); 3-D and 5-D ones keep their layout.
-    kept = [spec.name for spec in inputs if len(spec.shape) in (3, 5) or (keep_layout and len(spec.shape) == 4)]
+    # 3-D, 4-D and 5-D inputs move channels-last (the core transposes its samples the same way) unless kept.
+    kept = [spec.name for spec in inputs if keep_layout and len(spec.shape) in CHANNELS_LAST_RANKS]
     scratch = ctx.workdir / "onnx2tf"
     arrays = _calibration_arrays(ctx, inputs, shapes)
     with _working_directory(ctx.workdir):
@@ -169,8 +169,8 @@ def _calibration_files(folder: Path, inputs: tuple[TensorSpec, ...], arrays: dic
     entries = []
     for index, spec in enumerate(inputs):
         array = arrays[spec.name][:limit].astype(np.float32)
-        if array.ndim == 4 and spec.name not in kept:
-            array = array.transpose(0, 2, 3, 1)
+        if array.ndim in CHANNELS_LAST_RANKS and spec.name not in kept:
+            array = array.transpose(0, *range(2, array.ndim), 1)
         path = folder / f"calibration_{index}.npy"
         np.save(path, np.ascontiguousarray(array))
         entries.append([_onnx2tf_name(spec.name, int8), str(path), np.float32(0.0), np.float32(1.0)])
@@ -283,12 +283,14 @@ def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
 
     interpreter = Interpreter(model_path=str(model))
     tfl_inputs, tfl_outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    expected_inputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) != 4) for spec in inputs]
-    expected_outputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) != 4) for spec in outputs]
+    expected_inputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) not in CHANNELS_LAST_RANKS)
+                       for spec in inputs]
+    expected_outputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) not in CHANNELS_LAST_RANKS)
+                        for spec in outputs]
     got_inputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_inputs]
     got_outputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_outputs]
     if not _same_shapes(expected_outputs, got_outputs) or not _same_shapes(expected_inputs, got_inputs):
-        layout = "the source's layout" if keep_layout else "channels-last 4-D tensors"
+        layout = "the source's layout" if keep_layout else "channels-last tensors"
         raise StepFailedError(
             f"onnx2tf wrote inputs {got_inputs} and outputs {got_outputs}, not the {layout} this step promises "
             f"(expected inputs {expected_inputs}, outputs {expected_outputs})"
@@ -302,9 +304,9 @@ def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
 
 
 def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple[int | None, ...]:
-    if source_layout or len(shape) != 4:
+    if source_layout or len(shape) not in CHANNELS_LAST_RANKS:
         return shape
-    return (shape[0], shape[2], shape[3], shape[1])
+    return (shape[0], *shape[2:], shape[1])
 
 
 def _same_shapes(expected: list[tuple[int | None, ...]], got: list[tuple[int, ...]]) -> bool:
