@@ -16,6 +16,7 @@ from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, r
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, load_catalog
 from hub.report import Report
+from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
 from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
 from hub.states import ModelInfo, Requirement, TensorSpec
@@ -60,6 +61,12 @@ def find_target(catalog: Catalog, name: str, keep_layout: bool = False) -> Targe
     return target
 
 
+def constrained_target(catalog: Catalog, name: str, keep_layout: bool, compress: Iterable[str]) -> ConstrainedTarget:
+    """The target narrowed by --keep-layout and the compression requests (`prune:0.5`, `int4-weights`, ...)."""
+    requests = [CompressionRequest.parse(text) for text in compress]
+    return apply_requests(find_target(catalog, name, keep_layout), requests)
+
+
 def _source_path(catalog: Catalog, model: Any, example_inputs: Any, scratch: Path) -> Path:
     if isinstance(model, (str, Path)):
         return Path(model)
@@ -75,11 +82,11 @@ def _check_trust(source: Source, trust_pickle: bool) -> None:
 
 
 def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced", example_inputs: Any = None,
-         trust_pickle: bool = False, keep_layout: bool = False) -> PlanResult:
+         trust_pickle: bool = False, keep_layout: bool = False, compress: Iterable[str] = ()) -> PlanResult:
     """Plan the cheapest route (and `alternatives` more) from a model to a target without running anything.
     Raises NoRouteError (with what is reachable and what would connect it) when there is none."""
     catalog = load_catalog()
-    target = find_target(catalog, to, keep_layout)
+    target = constrained_target(catalog, to, keep_layout, compress).target
     weights_for(prefer)
     with tempfile.TemporaryDirectory(prefix="hub-plan-") as scratch:
         source = detect_source(catalog, _source_path(catalog, model, example_inputs, Path(scratch)), Path(scratch))
@@ -149,7 +156,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             trust_pickle: bool = False, model_factory: str | None = None, max_routes: int = 3,
             step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
             use_cache: bool = True, step_options: dict[str, dict] | None = None, keep_layout: bool = False,
-            memory_limit_mb: float | None = None, progress: Progress | None = None) -> ConversionResult:
+            memory_limit_mb: float | None = None, compress: Iterable[str] = (),
+            progress: Progress | None = None) -> ConversionResult:
     """Convert a model (a path, or an in-memory model with example_inputs) to a target.
 
     Plans up to `max_routes` routes, runs the cheapest in isolated workers, verifies every step against the
@@ -157,9 +165,12 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     fails or drifts beyond the target's tolerance, and writes the result and report.json into `output`
     (default: ./hub-out). Nothing is written there unless the conversion succeeds. keep_layout: deliver a
     model whose inputs and outputs keep the source's layout (e.g. NCHW), even where a converter prefers NHWC.
+    compress: requests such as "prune:0.5", "prune-channels:0.3", "distill:SAMPLES.npz", "int4-weights" (see
+    hub.requests); the planner places the steps that meet them.
     """
     catalog = load_catalog()
-    target = find_target(catalog, to, keep_layout)
+    constrained = constrained_target(catalog, to, keep_layout, compress)
+    target = constrained.target
     user_specs = [s if isinstance(s, TensorSpec) else parse_input_flag(s) for s in inputs]
     workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
     try:
@@ -181,6 +192,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
                     "bytes": source.bytes, "inputs": [s.to_json() for s in specs],
                     "parameters": info.parameters},
             target={"name": target.name, "backend": target.backend, "requires": target.requires.describe(),
+                    "compress": list(compress),
                     "tolerance": _tolerance(target, tolerance).to_json()},
             samples={"origin": samples.origin, "count": samples.count},
             planned=[r.to_json() for r in routes[:max_routes]], cost_weights=weights_for(prefer).to_json(),
@@ -193,7 +205,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         options = dict(step_options or {})
         options.setdefault("*", {}).update({"trust_pickle": trust_pickle, "model_factory": model_factory})
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
-                               memory_limit_mb=memory_limit_mb)
+                               memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options)
         runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
         route, artifact, records, failures = runner.run_first_working(routes, max_routes)
         if runner.reference_note:

@@ -67,6 +67,12 @@ def _model_and_target(parser: argparse.ArgumentParser) -> None:
                         help="input name and shape, e.g. x:1,3,224,224 (repeatable)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow loading pickled models, which runs code stored in the file")
+    parser.add_argument("--prune", type=float, metavar="FRACTION",
+                        help="magnitude-prune to this fraction of zero weights (same as --compress prune:FRACTION)")
+    parser.add_argument("--distill", metavar="SAMPLES",
+                        help="recover a pruned model by distilling from the source on these unlabelled samples")
+    parser.add_argument("--compress", action="append", default=[], metavar="LIST",
+                        help="comma-separated requests: prune:F, prune-channels:F, clip:T, int4-weights, fp16")
     parser.add_argument("--keep-layout", action="store_true",
                         help="keep the source's input/output layout (e.g. NCHW) where a converter would move to NHWC")
 
@@ -108,7 +114,7 @@ def _convert(args: argparse.Namespace) -> int:
         prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
         model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
         threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
-        memory_limit_mb=args.memory_limit,
+        memory_limit_mb=args.memory_limit, compress=_compression_requests(args),
         tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
     )
     if args.report:
@@ -127,12 +133,22 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compression_requests(args: argparse.Namespace) -> list[str]:
+    requests = [item for text in args.compress for item in text.split(",") if item.strip()]
+    if args.prune is not None:
+        requests.append(f"prune:{args.prune}")
+    if args.distill:
+        requests.append(f"distill:{args.distill}")
+    return requests
+
+
 def _plan(args: argparse.Namespace) -> int:
     from hub import api
     from hub.render import print_plan
 
     result = api.plan(args.model, args.to, alternatives=args.alternatives, prefer=args.prefer,
-                      trust_pickle=args.trust_pickle, keep_layout=args.keep_layout)
+                      trust_pickle=args.trust_pickle, keep_layout=args.keep_layout,
+                      compress=_compression_requests(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

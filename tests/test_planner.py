@@ -83,3 +83,29 @@ def test_routes_never_visit_a_state_twice():
     )
     routes = plan_routes(catalog, SOURCE, INT8, 0, count=10)
     assert [r.names for r in routes] == [["there", "q"]]
+
+
+def test_compression_requests_become_traits_the_planner_must_reach():
+    from hub.requests import CompressionRequest, apply_requests
+
+    prune_torch = step("torch-prune", {"format": "torch-export", "precision": "fp32"}, {"traits": "+pruned"},
+                       seconds=1)
+    prune_onnx = step("onnx-prune", {"format": "onnx", "precision": "fp32"}, {"traits": "+pruned"}, seconds=5)
+    catalog = catalog_of(step("export", {"format": "torch-export"}, {"format": "onnx"}),
+                         compressors=(prune_torch, prune_onnx,
+                                      step("quantize", {"format": "onnx", "precision": "fp32"}, {"precision": "int8"})))
+    constrained = apply_requests(INT8, [CompressionRequest.parse("prune:0.5")])
+    routes = plan_routes(catalog, SOURCE, constrained.target, 0, count=3)
+    assert routes[0].names == ["torch-prune", "export", "quantize"]
+    assert str(routes[0].steps[-1].result) == "onnx/int8/raw+pruned"
+    assert constrained.trait_options == {"pruned": {"sparsity": 0.5}}
+
+
+def test_a_request_the_target_cannot_run_fails_at_planning():
+    from hub.errors import NoRouteError
+    from hub.requests import CompressionRequest, apply_requests
+
+    with pytest.raises(NoRouteError, match="int4-weights asks for precision int4, but target 'int8' runs only"):
+        apply_requests(INT8, [CompressionRequest.parse("int4-weights")])
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        CompressionRequest.parse("prune:1.5")

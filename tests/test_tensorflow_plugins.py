@@ -121,7 +121,6 @@ def test_keras_converts_to_each_tflite_target(models, tmp_path, shared_cache, im
     result = hub.convert(models["keras"], to=target, calibration=models["calibration"], output=tmp_path,
                          cache_dir=shared_cache)
     report = result.report.to_json()
-    print(target, "fidelity", report["final"]["fidelity"], "bytes", report["final"]["bytes"])
     suffix = {"fp32": "", "fp16": "-fp16", "int8-dynamic": "-dynamic-int8", "int8": "-int8"}[precision]
     assert report["route"] == [f"keras-to-tflite{suffix}"]
     assert report["final"]["state"] == f"tflite/{precision}/raw" and report["final"]["backend"] == "litert"
