@@ -79,6 +79,11 @@ class Backend:
         returning one list of output arrays per sample; each sample is one batch-1 feed.
     latency: "module:function" taking (model_path, sample, threads, repeats) and returning the median
         milliseconds of one inference.
+    platform: set for a backend that runs models on another platform (e.g. "arm64" under emulation); such a
+        backend is used by `--check-on PLATFORM` and `hub verify --on PLATFORM`, never for ordinary verification.
+    prepare: "module:function" taking no arguments that sets the platform's runtime up once (idempotent; may
+        download packages; prints progress to stderr) and returns a one-line description of it.
+    prepared: "module:function" taking no arguments and cheaply telling whether prepare has run.
     """
 
     name: str
@@ -88,6 +93,9 @@ class Backend:
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    platform: str | None = None
+    prepare: str | None = None
+    prepared: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from hub_tensorflow import ONNX_OPSET
 from hub_tensorflow.models import load_keras_model
 
 SUBPROCESS_TAIL_CHARS = 3000
+SIGNATURE_PREFIX = "serving_default_"
 
 
 def keras_to_onnx(ctx: StepContext) -> Path:
@@ -53,13 +54,11 @@ def _named_like_source(ctx: StepContext, path: Path) -> Path:
     """Rename graph inputs whose undecorated name is a source input's name; note the names either way."""
     import onnx
 
-    from hub_litert.interpreter import tensor_name
-
     model = onnx.load(str(path))
     wanted = {spec.name for spec in ctx.inputs}
     renames = {}
     for value in model.graph.input:
-        plain = tensor_name({"name": value.name, "index": -1})
+        plain = undecorated(value.name)
         if value.name not in wanted and plain in wanted:
             renames[value.name] = plain
     if renames:
@@ -68,6 +67,13 @@ def _named_like_source(ctx: StepContext, path: Path) -> Path:
     ctx.notes.update(opset=_opset(ctx), inputs=[v.name for v in model.graph.input],
                      outputs=[v.name for v in model.graph.output])
     return path
+
+
+def undecorated(name: str) -> str:
+    """A TensorFlow tensor name without the signature prefix and output index: "serving_default_x:0" -> "x"."""
+    name = name.removeprefix(SIGNATURE_PREFIX)
+    head, colon, index = name.rpartition(":")
+    return head if colon and index.isdigit() else name
 
 
 def _rename_values(model: Any, renames: dict[str, str]) -> None:
