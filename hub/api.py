@@ -11,7 +11,9 @@ from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
-from hub.errors import NoRouteError, StepFailedError, UnknownTargetError, UnsupportedModelError, UsageError
+from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, StepFailedError, UnknownTargetError,
+                        UnsupportedModelError, UsageError)
+from hub.platforms import PlatformCheck, check_on_platform
 from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, load_catalog
@@ -20,7 +22,7 @@ from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
 from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
 from hub.states import ModelInfo, Requirement, TensorSpec
-from hub.worker import call_worker
+from hub.worker import call_worker, save_samples
 
 DESCRIBE_TIMEOUT = float(os.environ.get("HUB_DESCRIBE_TIMEOUT", 600))
 
@@ -156,7 +158,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             trust_pickle: bool = False, model_factory: str | None = None, max_routes: int = 3,
             step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
             use_cache: bool = True, step_options: dict[str, dict] | None = None, keep_layout: bool = False,
-            memory_limit_mb: float | None = None, compress: Iterable[str] = (),
+            memory_limit_mb: float | None = None, compress: Iterable[str] = (), check_on: Iterable[str] = (),
             progress: Progress | None = None) -> ConversionResult:
     """Convert a model (a path, or an in-memory model with example_inputs) to a target.
 
@@ -166,7 +168,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     (default: ./hub-out). Nothing is written there unless the conversion succeeds. keep_layout: deliver a
     model whose inputs and outputs keep the source's layout (e.g. NCHW), even where a converter prefers NHWC.
     compress: requests such as "prune:0.5", "prune-channels:0.3", "distill:SAMPLES.npz", "int4-weights" (see
-    hub.requests); the planner places the steps that meet them.
+    hub.requests); the planner places the steps that meet them. check_on: platforms (e.g. "arm64") on which
+    the result must compute what it computes locally (byte for byte for integer models); a mismatch fails.
     """
     catalog = load_catalog()
     constrained = constrained_target(catalog, to, keep_layout, compress)
@@ -216,11 +219,47 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / f"{source.path.name.split('.')[0]}.{target.name}{_suffix(artifact)}"
         report.final = runner.final_record(artifact, destination, route, records)
+        for platform in check_on:
+            report.final.platform_checks.append(_check_platform(catalog, runner, artifact, platform, progress))
         write_atomically(artifact, destination)
         write_text_atomically(report.dumps(), out_dir / "report.json")
         return ConversionResult(destination, report)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _check_platform(catalog: Catalog, runner: RouteRunner, artifact: Path, platform: str,
+                    progress: Progress | None) -> PlatformCheck:
+    state = runner.final_state
+    if progress is not None:
+        progress.measuring(f"the same samples on {platform}")
+    check = check_on_platform(catalog, platform, artifact, state, runner.backend_for(state.format),
+                              runner.samples_for(state.layout), len(runner.verification_feeds),
+                              runner.settings.threads, runner.settings.step_timeout)
+    if not check.matches:
+        raise FidelityError(f"on {platform} the model computes something else than locally: {check.first_mismatch}"
+                            f" ({'byte-for-byte' if check.exact else 'tolerance'} comparison, max-abs "
+                            f"{check.max_abs:.3g})")
+    return check
+
+
+def verify_on(model: str | Path, platform: str, *, calibration: str | Path | None = None,
+              inputs: Iterable[str] = (), threads: int = 2) -> PlatformCheck:
+    """Run a model file locally and on `platform` with the same samples; PlatformCheck says whether they match."""
+    catalog = load_catalog()
+    with tempfile.TemporaryDirectory(prefix="hub-verify-") as scratch:
+        source = detect_source(catalog, Path(model), Path(scratch))
+        info = describe(source, {"inputs": [parse_input_flag(t).to_json() for t in inputs]})
+        specs = _concrete_specs(merge_specs(info.inputs, [parse_input_flag(t) for t in inputs]))
+        samples = _samples(calibration, specs)
+        samples_path = Path(scratch) / "samples.npz"
+        save_samples(samples_path, samples.feeds(32))
+        reference = next((b for b in sorted(catalog.backends.values(), key=lambda b: b.name)
+                          if b.platform is None and source.state.format in b.formats), None)
+        if reference is None:
+            raise MissingDependencyError(f"no installed backend runs {source.state.format} locally")
+        return check_on_platform(catalog, platform, source.path, source.state, reference, samples_path,
+                                 min(samples.count, 32), threads)
 
 
 def _suffix(artifact: Path) -> str:

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--memory-limit", type=float, metavar="MB",
                          help="kill a step whose worker holds more resident memory (default: $HUB_MEMORY_LIMIT_MB)")
     convert.add_argument("--no-cache", action="store_true", help="neither read nor write the step cache")
+    convert.add_argument("--check-on", action="append", default=[], metavar="PLATFORM",
+                         help="also run the result on PLATFORM (e.g. arm64, emulated) and require the same outputs")
     convert.add_argument("--quiet", action="store_true", help="print only errors and the output path")
     convert.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
@@ -46,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     _model_and_target(plan)
     plan.add_argument("--alternatives", type=int, default=2, help="how many next-best routes to show")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    verify = commands.add_parser("verify", help="run a model locally and on another platform and compare")
+    verify.add_argument("model")
+    verify.add_argument("--on", required=True, metavar="PLATFORM", help="e.g. arm64 (emulated)")
+    verify.add_argument("--calibration", help="samples to run (default: seeded random inputs)")
+    verify.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]")
+    verify.add_argument("--json", action="store_true", help="print the check as JSON")
+
+    environments = commands.add_parser("env", help="prepare the runtime of another platform ahead of time")
+    environments.add_argument("action", choices=["create"])
+    environments.add_argument("platform", help="e.g. arm64")
 
     commands.add_parser("targets", help="list targets, their backend, and whether they are usable here")
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
@@ -114,7 +127,7 @@ def _convert(args: argparse.Namespace) -> int:
         prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
         model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
         threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
-        memory_limit_mb=args.memory_limit, compress=_compression_requests(args),
+        memory_limit_mb=args.memory_limit, compress=_compression_requests(args), check_on=args.check_on,
         tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
     )
     if args.report:
@@ -186,7 +199,34 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"convert": _convert, "plan": _plan, "targets": _targets, "plugins": _plugins, "inspect": _inspect}
+def _verify(args: argparse.Namespace) -> int:
+    from hub import api
+    from hub.render import print_platform_check
+
+    check = api.verify_on(args.model, args.on, calibration=args.calibration, inputs=args.input)
+    if args.json:
+        print(json.dumps(check.to_json(), indent=2))
+    else:
+        print_platform_check(check)
+    return 0 if check.matches else 5
+
+
+def _env(args: argparse.Namespace) -> int:
+    from hub.platforms import platform_backends, prepare
+    from hub.plugins import load_catalog
+
+    backends = [b for b in platform_backends(load_catalog()) if b.platform == args.platform]
+    if not backends:
+        from hub.errors import UsageError
+
+        raise UsageError(f"no installed plugin provides platform {args.platform!r} (see `hub targets`)")
+    for backend in backends:
+        print(f"{backend.name}: {prepare(backend)}")
+    return 0
+
+
+COMMANDS = {"convert": _convert, "plan": _plan, "targets": _targets, "plugins": _plugins, "inspect": _inspect,
+            "verify": _verify, "env": _env}
 
 if __name__ == "__main__":
     sys.exit(main())

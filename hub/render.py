@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.planner import PlannedStep, Route
+from hub.platforms import is_prepared, platform_backends
 from hub.plugins import install_hint, load_catalog, missing_requirements
 from hub.report import RouteFailure, StepRecord, human_bytes
 from hub.verify import Fidelity
@@ -96,11 +97,22 @@ def print_conversion(result: Any) -> None:
                   f"{latency} on {final.backend}")
     table.add_row("fidelity", f"{report.samples['origin']}", fidelity_text(final.fidelity))
     stdout.print(table)
+    for check in final.platform_checks:
+        print_platform_check(check)
     for failure in report.alternatives_tried:
         stdout.print(f"[yellow]fell back:[/] {' -> '.join(failure.route)} failed at {failure.step}: {failure.reason}")
     for warning in report.warnings:
         stdout.print(f"[yellow]warning:[/] {warning}")
     stdout.print(f"wrote {result.path} and {result.path.parent / 'report.json'}")
+
+
+def print_platform_check(check: Any) -> None:
+    verdict = "[green]matches[/]" if check.matches else f"[red]differs[/]: {check.first_mismatch}"
+    kind = "byte for byte" if check.exact else f"within rtol 1e-4 (max-abs {check.max_abs:.3g})"
+    stdout.print(f"{check.platform} ({check.backend}) vs {check.reference_backend}: {verdict}, {kind}, "
+                 f"{check.samples} samples; {check.emulated_ms_per_inference:.0f} ms per sample there "
+                 f"(emulated, start-up included; not comparable with native times)")
+    stdout.print(f"  runtime: {check.runtime}")
 
 
 def print_dry_run(report: Any) -> None:
@@ -149,6 +161,16 @@ def print_targets() -> None:
     stdout.print(table)
     for name in sorted(catalog.targets):
         stdout.print(f"  {name}: {catalog.targets[name].description}")
+    for backend in platform_backends(catalog):
+        missing = missing_requirements(backend.requires)
+        if missing:
+            status = f"unavailable: {install_hint(backend.extra, missing)}"
+        elif is_prepared(backend):
+            status = "ready"
+        else:
+            status = f"not prepared yet: `hub env create {backend.platform}` (or the first --check-on does it)"
+        stdout.print(f"platform check --check-on {backend.platform}: {backend.name} "
+                     f"({', '.join(sorted(backend.formats))}): {status}")
 
 
 def plugins_json() -> list[dict]:

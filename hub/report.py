@@ -56,6 +56,7 @@ class FinalRecord:
     latency_ms: float | None
     source_latency_ms: float | None
     fidelity: Fidelity | None
+    platform_checks: list[Any] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class FinalRecord:
             "backend": self.backend, "latency_ms": _ms(self.latency_ms),
             "source_latency_ms": _ms(self.source_latency_ms),
             "fidelity": self.fidelity.to_json() if self.fidelity else None,
+            "platform_checks": [c.to_json() for c in self.platform_checks],
         }
 
 

@@ -76,6 +76,7 @@ class RouteRunner:
         self.source_digest = digest_path(source.path)
         self.reference: list[list[np.ndarray]] | None = None
         self.reference_note = ""
+        self.final_state: ModelState = source.state
         self._job = 0
 
     def _call(self, kind: str, args: dict, timeout: float | None = None, cwd: Path | None = None) -> Any:
@@ -88,11 +89,11 @@ class RouteRunner:
         preferred = self.catalog.backends.get(self.target.backend)
         candidates = ([preferred] if preferred else []) + sorted(self.catalog.backends.values(), key=lambda b: b.name)
         for backend in candidates:
-            if format_name in backend.formats and not missing_requirements(backend.requires):
+            if backend.platform is None and format_name in backend.formats and not missing_requirements(backend.requires):
                 return backend
         return None
 
-    def _samples_for(self, layout: str) -> Path:
+    def samples_for(self, layout: str) -> Path:
         """The verification samples in the layout an artifact expects (the source's, or channels-last)."""
         if layout == "source":
             return self.samples_path
@@ -108,7 +109,7 @@ class RouteRunner:
             return None
         outputs_path = self._scratch("outputs") / "outputs.npz"
         self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
-                                 "samples_path": str(self._samples_for(state.layout)),
+                                 "samples_path": str(self.samples_for(state.layout)),
                                  "outputs_path": str(outputs_path), "threads": self.settings.threads})
         return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
 
@@ -157,7 +158,7 @@ class RouteRunner:
         if remembered is not None:
             return remembered
         return self.cache.remember(key, self._call("latency", {
-            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self._samples_for(state.layout)),
+            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self.samples_for(state.layout)),
             "threads": self.settings.threads, "repeats": LATENCY_REPEATS}))
 
     # ---- steps and routes ---------------------------------------------------------------------------------
@@ -270,6 +271,7 @@ class RouteRunner:
     def final_record(self, artifact: Path, output_path: Path, route: Route, records: list[StepRecord],
                      measure_latency: bool = True) -> FinalRecord:
         state = route.steps[-1].result if route.steps else self.source.state
+        self.final_state = state
         fidelity = records[-1].fidelity if records else (
             self.measure_fidelity(artifact, state) if self.settings.verify else None)
         latency = source_latency = None
