@@ -159,6 +159,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             step_timeout: float = 1800.0, threads: int = 2, cache_dir: str | Path | None = None,
             use_cache: bool = True, step_options: dict[str, dict] | None = None, keep_layout: bool = False,
             memory_limit_mb: float | None = None, compress: Iterable[str] = (), check_on: Iterable[str] = (),
+            custom_objects: Iterable[str] = (), trust_code: bool = False,
             progress: Progress | None = None) -> ConversionResult:
     """Convert a model (a path, or an in-memory model with example_inputs) to a target.
 
@@ -170,6 +171,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     compress: requests such as "prune:0.5", "prune-channels:0.3", "distill:SAMPLES.npz", "int4-weights" (see
     hub.requests); the planner places the steps that meet them. check_on: platforms (e.g. "arm64") on which
     the result must compute what it computes locally (byte for byte for integer models); a mismatch fails.
+    custom_objects: "MODULE[:NAME]" for Keras models holding custom classes; trust_code: allow code stored in
+    a model (Keras Lambda layers) to run.
     """
     catalog = load_catalog()
     constrained = constrained_target(catalog, to, keep_layout, compress)
@@ -184,8 +187,9 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         if not routes:
             raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
         cache = StepCache(Path(cache_dir) if cache_dir else None, use_cache)
-        info = describe(source, {"trust_pickle": trust_pickle, "model_factory": model_factory,
-                                 "inputs": [s.to_json() for s in user_specs]}, cache)
+        model_options = {"trust_pickle": trust_pickle, "model_factory": model_factory, "trust_code": trust_code,
+                         "custom_objects": list(custom_objects)}
+        info = describe(source, {**model_options, "inputs": [s.to_json() for s in user_specs]}, cache)
         specs = _concrete_specs(merge_specs(info.inputs, user_specs))
         if not specs:
             raise UsageError(f"cannot tell the inputs of {source.path}: give them with --input NAME:SHAPE[:DTYPE]")
@@ -206,7 +210,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         if dry_run:
             return ConversionResult(None, report)
         options = dict(step_options or {})
-        options.setdefault("*", {}).update({"trust_pickle": trust_pickle, "model_factory": model_factory})
+        options.setdefault("*", {}).update(model_options)
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
                                memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options)
         runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)

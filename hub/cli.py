@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--min-top1", type=float, help="override the target's minimum top-1 agreement")
     convert.add_argument("--max-abs", type=float, help="fail a step whose max-abs error exceeds this")
     convert.add_argument("--model-factory", help="pkg.module:function building the module for a state_dict")
+    convert.add_argument("--custom-objects", action="append", default=[], metavar="MODULE[:NAME]",
+                         help="import MODULE and pass NAME (or every Keras class it defines) as custom objects")
+    convert.add_argument("--trust-code", action="store_true",
+                         help="allow code stored in the model to run (Keras Lambda layers)")
     convert.add_argument("--max-routes", type=int, default=3, help="routes to try before giving up (default 3)")
     convert.add_argument("--timeout", type=float, default=1800.0, help="seconds one step may run (default 1800)")
     convert.add_argument("--threads", type=int, default=2, help="CPU threads for verification and latency")
@@ -128,6 +132,7 @@ def _convert(args: argparse.Namespace) -> int:
         model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
         threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
         memory_limit_mb=args.memory_limit, compress=_compression_requests(args), check_on=args.check_on,
+        custom_objects=args.custom_objects, trust_code=args.trust_code,
         tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
     )
     if args.report:

@@ -14,7 +14,7 @@ import numpy as np
 
 from hub.cache import StepCache, copy_artifact, digest_path, distribution_versions, step_key
 from hub.declarations import Backend, Target, Tolerance
-from hub.errors import FidelityError, HubError, StepFailedError
+from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
 from hub.plugins import Catalog, missing_requirements
@@ -110,7 +110,8 @@ class RouteRunner:
         outputs_path = self._scratch("outputs") / "outputs.npz"
         self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
                                  "samples_path": str(self.samples_for(state.layout)),
-                                 "outputs_path": str(outputs_path), "threads": self.settings.threads})
+                                 "outputs_path": str(outputs_path), "threads": self.settings.threads,
+                                 "options": self.settings.step_options.get("*", {})})
         return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
 
     def _reference_outputs(self) -> list[list[np.ndarray]] | None:
@@ -159,7 +160,8 @@ class RouteRunner:
             return remembered
         return self.cache.remember(key, self._call("latency", {
             "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self.samples_for(state.layout)),
-            "threads": self.settings.threads, "repeats": LATENCY_REPEATS}))
+            "threads": self.settings.threads, "repeats": LATENCY_REPEATS,
+            "options": self.settings.step_options.get("*", {})}))
 
     # ---- steps and routes ---------------------------------------------------------------------------------
 
@@ -246,6 +248,7 @@ class RouteRunner:
         """Try routes in cost order, at most `attempts` of them, skipping any route that repeats a step which
         already failed from the same state; the first route that runs and verifies wins."""
         failures: list[RouteFailure] = []
+        errors: list[HubError] = []
         failed: set[tuple[str, str]] = set()
         for route in routes:
             if len(failures) >= attempts:
@@ -261,12 +264,17 @@ class RouteRunner:
                 failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
                 failure = RouteFailure(route.names, step, error.message, error.detail)
                 failures.append(failure)
+                errors.append(error)
                 self.progress.route_failed(failure)
         if not failures:
             raise StepFailedError(f"no route to {self.target.name} could be tried")
         lines = [f"all {len(failures)} route(s) tried to {self.target.name} failed:"]
         lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
-        raise StepFailedError("\n".join(lines), detail="\n\n".join(f.detail or "" for f in failures))
+        # when a route failed on something the user must fix (a flag, an untrusted file), say that first
+        user_errors = [e for e in errors if isinstance(e, (UsageError, UnsupportedModelError))]
+        error_class = type(user_errors[0]) if user_errors else StepFailedError
+        message = user_errors[0].message + "\n" + "\n".join(lines) if user_errors else "\n".join(lines)
+        raise error_class(message, detail="\n\n".join(f.detail or "" for f in failures))
 
     def final_record(self, artifact: Path, output_path: Path, route: Route, records: list[StepRecord],
                      measure_latency: bool = True) -> FinalRecord:

@@ -67,16 +67,28 @@ def _describe(ref: str, path: str, options: dict) -> dict:
     return resolve(ref)(Path(path), options).to_json()
 
 
-def _run_model(ref: str, model_path: str, samples_path: str, outputs_path: str, threads: int) -> dict:
+def _run_model(ref: str, model_path: str, samples_path: str, outputs_path: str, threads: int,
+               options: dict | None = None) -> dict:
     samples = load_samples(Path(samples_path))
-    outputs = resolve(ref)(Path(model_path), samples, threads)
+    outputs = _with_options(resolve(ref), options)(Path(model_path), samples, threads)
     save_outputs(Path(outputs_path), outputs)
     return {"samples": len(outputs)}
 
 
-def _latency(ref: str, model_path: str, samples_path: str, threads: int, repeats: int) -> float:
+def _latency(ref: str, model_path: str, samples_path: str, threads: int, repeats: int,
+             options: dict | None = None) -> float:
     sample = load_samples(Path(samples_path))[0]
-    return float(resolve(ref)(Path(model_path), sample, threads, repeats))
+    return float(_with_options(resolve(ref), options)(Path(model_path), sample, threads, repeats))
+
+
+def _with_options(function: Callable[..., Any], options: dict | None) -> Callable[..., Any]:
+    """Backends may take the run's model options (custom objects, trust flags) as an `options` keyword."""
+    import functools
+    import inspect
+
+    if options and "options" in inspect.signature(function).parameters:
+        return functools.partial(function, options=options)
+    return function
 
 
 JOBS: dict[str, Callable[..., Any]] = {

@@ -280,12 +280,10 @@ def test_custom_class_needs_custom_objects(custom_layer_model):
 @pytest.mark.slow
 def test_custom_objects_option_converts_and_its_absence_says_what_to_pass(custom_layer_model, tmp_path,
                                                                           monkeypatch):
-    with pytest.raises(StepFailedError, match="--custom-objects"):
+    with pytest.raises(UsageError, match="--custom-objects"):
         hub.convert(custom_layer_model, to="tflite", output=tmp_path / "refused", max_routes=1)
-    # steps read the option; the backend that runs the source reads the environment until the core passes it
-    monkeypatch.setenv("HUB_CUSTOM_OBJECTS", "my_layers")
-    result = hub.convert(custom_layer_model, to="tflite", output=tmp_path / "out",
-                         step_options={"*": {"custom_objects": "my_layers"}})
+    assert not (tmp_path / "refused").exists()
+    result = hub.convert(custom_layer_model, to="tflite", output=tmp_path / "out", custom_objects=["my_layers"])
     assert result.report.final.fidelity.max_abs < 1e-5
 
 
@@ -298,9 +296,7 @@ def test_lambda_layer_is_refused_unless_trusted(tmp_path, monkeypatch):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(UnsupportedModelError, match="--trust-code"):
         load_keras_model(tmp_path / "lambda.keras", {})
-    with pytest.raises(StepFailedError, match="--trust-code"):
+    with pytest.raises(UnsupportedModelError, match="--trust-code"):
         hub.convert(tmp_path / "lambda.keras", to="tflite", output=tmp_path / "refused", max_routes=1)
-    monkeypatch.setenv("HUB_TRUST_CODE", "1")
-    result = hub.convert(tmp_path / "lambda.keras", to="tflite", output=tmp_path / "out",
-                         step_options={"*": {"trust_code": True}})
+    result = hub.convert(tmp_path / "lambda.keras", to="tflite", output=tmp_path / "out", trust_code=True)
     assert result.report.final.fidelity.max_abs < 1e-5

@@ -1,8 +1,8 @@
 """Describing, running and timing .tflite models with the LiteRT interpreter.
 
 The interpreter comes from ai-edge-litert, else tflite-runtime, else TensorFlow (tf.lite.Interpreter): the first
-that imports. Quantized inputs are fed by quantizing float samples with the tensor's own scale and zero point,
-and quantized outputs are dequantized, so verification compares real values with the source's.
+that imports. Samples are fed and outputs read by hub_litert.feeding (quantized inputs quantized with the tensor's
+own scale and zero point, quantized outputs dequantized), which the ARM emulation backend shares.
 """
 from __future__ import annotations
 
@@ -17,11 +17,9 @@ import numpy as np
 
 from hub.errors import MissingDependencyError, UnsupportedModelError, UsageError
 from hub.states import ModelInfo, TensorSpec
+from hub_litert.feeding import QUANTIZED_DTYPES, Feed, InputMismatch, bind, signature_names, tensor_name
 
-Feed = dict[str, np.ndarray]
-SIGNATURE_PREFIX = "serving_default_"
 MIN_WARMUP_RUNS = 3
-QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
 FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 
 
@@ -59,27 +57,6 @@ def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True)
         raise UnsupportedModelError(f"the TFLite interpreter cannot load {Path(model_path).name}",
                                     detail=str(error)) from error
     return interpreter
-
-
-def signature_names(interpreter: Any) -> dict[int, str]:
-    """Tensor index -> the name its serving signature gives it ("image", "output_0"); empty without one."""
-    signatures = interpreter._get_full_signature_list() or {}
-    signature = signatures.get("serving_default") or (next(iter(signatures.values())) if len(signatures) == 1
-                                                      else {})
-    names = {}
-    for group in ("inputs", "outputs"):
-        names.update({index: name for name, index in (signature.get(group) or {}).items()})
-    return names
-
-
-def tensor_name(detail: dict, names: dict[int, str] | None = None) -> str:
-    """The name a tensor is known by outside TFLite: its signature name, else the tensor name without the
-    signature's decoration ("serving_default_image:0" -> "image")."""
-    if names and detail["index"] in names:
-        return names[detail["index"]]
-    name = detail["name"].removeprefix(SIGNATURE_PREFIX)
-    head, colon, index = name.rpartition(":")
-    return head if colon and index.isdigit() else name
 
 
 def tensor_spec(detail: dict, names: dict[int, str] | None = None) -> TensorSpec:
@@ -160,60 +137,15 @@ def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int
 
 def inference(model_path: Path, threads: int, example: Feed) -> Callable[[Feed], list[np.ndarray]]:
     """A function running one sample; input tensors are resized once to the example's shapes if they differ."""
-    interpreter = open_interpreter(model_path, threads)
-    names = signature_names(interpreter)
-    inputs = interpreter.get_input_details()
-    resized = False
-    for detail, key in zip(inputs, _input_keys(inputs, example, names)):
-        shape = np.shape(example[key])
-        if tuple(detail["shape"]) != tuple(shape):
-            interpreter.resize_tensor_input(detail["index"], list(shape), strict=False)
-            resized = True
-    if resized:
-        interpreter.allocate_tensors()
-        inputs = interpreter.get_input_details()
-    outputs = interpreter.get_output_details()
-
-    def infer(sample: Feed) -> list[np.ndarray]:
-        for detail, key in zip(inputs, _input_keys(inputs, sample, names)):
-            interpreter.set_tensor(detail["index"], quantize(np.asarray(sample[key]), detail))
-        interpreter.invoke()
-        return [dequantize(interpreter.get_tensor(detail["index"]), detail) for detail in outputs]
-
-    return infer
+    infer = _input_mismatch_as_usage_error(bind, open_interpreter(model_path, threads), example)
+    return lambda sample: _input_mismatch_as_usage_error(infer, sample)
 
 
-def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
-    """A float array as the tensor's type: quantized with its scale and zero point when it has them."""
-    dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
-    if dtype.type in QUANTIZED_DTYPES and scale and array.dtype.kind == "f":
-        info = np.iinfo(dtype)
-        return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
-    return array.astype(dtype, copy=False)
-
-
-def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if np.dtype(detail["dtype"]).type in QUANTIZED_DTYPES and scale:
-        return ((array.astype(np.float32) - zero_point) * scale).astype(np.float32)
-    return np.array(array)
-
-
-def _input_keys(inputs: list[dict], sample: Feed, names: dict[int, str]) -> list[str]:
-    """Which key of the sample feeds each input: by name (signature, raw or undecorated), else by position."""
-    keys = []
-    for detail in inputs:
-        for candidate in (tensor_name(detail, names), detail["name"], tensor_name(detail)):
-            if candidate in sample:
-                keys.append(candidate)
-                break
-    if len(keys) == len(inputs):
-        return keys
-    if len(sample) == len(inputs):
-        return list(sample)
-    raise UsageError(f"the sample has arrays {sorted(sample)} but the TFLite model's inputs are "
-                     f"{[tensor_name(d, names) for d in inputs]}")
+def _input_mismatch_as_usage_error(function: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return function(*args)
+    except InputMismatch as error:
+        raise UsageError(str(error)) from None
 
 
 def _constant_tensors(interpreter: Any) -> list[dict]:

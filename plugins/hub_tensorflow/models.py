@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -19,21 +18,13 @@ from hub.errors import UnsupportedModelError, UsageError
 from hub.states import TensorSpec
 from hub_tensorflow.detect import KERAS_CONFIG, h5_model_config
 
-# Until the core hands model options to backends, these let the user give them to every worker.
-CUSTOM_OBJECTS_ENV = "HUB_CUSTOM_OBJECTS"
-TRUST_CODE_ENV = "HUB_TRUST_CODE"
 CODE_LAYERS = frozenset({"Lambda"})
 NOT_LOCATED = ("Could not locate", "Unknown layer", "Unknown object", "Unknown class")
 
 
 def model_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """custom_objects and trust_code from the step options, else from $HUB_CUSTOM_OBJECTS / $HUB_TRUST_CODE."""
-    options = dict(options or {})
-    if not options.get("custom_objects") and os.environ.get(CUSTOM_OBJECTS_ENV):
-        options["custom_objects"] = os.environ[CUSTOM_OBJECTS_ENV]
-    if not options.get("trust_code") and os.environ.get(TRUST_CODE_ENV) == "1":
-        options["trust_code"] = True
-    return options
+    """custom_objects and trust_code as the core passes them to steps, backends and describe."""
+    return dict(options or {})
 
 
 def load_keras_model(path: Path, options: Mapping[str, Any] | None) -> Any:

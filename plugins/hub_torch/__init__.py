@@ -1,5 +1,6 @@
-"""The built-in PyTorch plugin: torch.export, TorchScript and torch.save formats, the torch -> ONNX exporters and
-an eager PyTorch backend. This module holds declarations only; it imports neither torch nor onnx."""
+"""The built-in PyTorch plugin: torch.export, TorchScript and torch.save formats, the torch -> ONNX exporters,
+compressors on torch.export programs (magnitude pruning, weight clipping, channel pruning, distillation) and an
+eager PyTorch backend. This module holds declarations only; it imports neither torch nor onnx."""
 from __future__ import annotations
 
 from hub.declarations import Backend, Format, Step
@@ -14,6 +15,7 @@ LEGACY_OPSET = 17
 TORCH = "torch>=2.5"
 ONNX = "onnx>=1.16"
 ONNXSCRIPT = "onnxscript>=0.5"
+TORCH_PRUNING = "torch-pruning>=1.5"
 
 
 @hookimpl
@@ -104,6 +106,61 @@ def hub_converters() -> list[Step]:
             requires=(TORCH,),
             extra="torch",
         ),
+    ]
+
+
+@hookimpl
+def hub_compressors() -> list[Step]:
+    # Pruning is offered both here and on ONNX (hub_onnx); pruning before export is the cheaper edge so a torch
+    # source prunes in torch: 2 s less than the ONNX step, and distillation (torch only) can follow it. Sizes:
+    # zeros are stored at full width in .pt2 and .onnx, so the file does not shrink (notes give the gzip size).
+    fp32_program = Requirement.of(format="torch-export", precision="fp32")
+    return [
+        Step(
+            name="torch-magnitude-prune",
+            accepts=fp32_program,
+            produces={"traits": "+pruned"},
+            run="hub_torch.prune:magnitude_prune",
+            description="zero the smallest conv/linear weights (L1 magnitude, global or per layer; first and "
+                        "depthwise layers exempt by default) in the ExportedProgram's parameters",
+            seconds=4.0, seconds_per_mb=0.02, fidelity_loss=0.02, size_ratio=1.0,
+            options={"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True},
+            requires=(TORCH,), extra="torch",
+        ),
+        Step(
+            name="torch-weight-clip",
+            accepts=fp32_program,
+            produces={"traits": "+clipped"},
+            run="hub_torch.prune:clip_weights",
+            description="zero every conv/linear weight whose magnitude is below `threshold`",
+            seconds=4.0, seconds_per_mb=0.02, fidelity_loss=0.005, size_ratio=1.0,
+            options={"threshold": 1e-3},
+            requires=(TORCH,), extra="torch",
+        ),
+        Step(
+            name="torch-channel-prune",
+            accepts=fp32_program,
+            produces={"traits": "+channels-pruned"},
+            run="hub_torch.prune:channel_prune",
+            description="remove whole channels with Torch-Pruning (dependency graph, L1 importance) and "
+                        "re-export: a smaller, faster model",
+            seconds=8.0, seconds_per_mb=0.1, fidelity_loss=0.05, size_ratio=0.6,
+            options={"sparsity": 0.3, "round_to": 1, "exempt_output_layers": True},
+            requires=(TORCH, TORCH_PRUNING), extra="pruning",
+        ),
+        # Two distillation edges, one per compression it recovers from: a Requirement names the traits a state
+        # must have, so "pruned or channels-pruned" is two steps with one run function.
+        *[Step(
+            name=f"torch-distill{suffix}",
+            accepts=Requirement.of(format="torch-export", precision="fp32", traits=trait),
+            produces={"traits": "+distilled"},
+            run="hub_torch.distill:distill",
+            description=f"train the {trait} model on the source's outputs (KL on softened logits + MSE) for a "
+                        "bounded number of CPU steps, pruned weights kept at zero",
+            seconds=120.0, seconds_per_mb=5.0, fidelity_loss=0.0, size_ratio=1.0,
+            options={"steps": 300, "max_seconds": 600.0, "batch": 16, "lr": 1e-3, "temperature": 4.0},
+            requires=(TORCH,), extra="torch", timeout=1800.0,
+        ) for suffix, trait in (("", "pruned"), ("-channels", "channels-pruned"))],
     ]
 
 

@@ -245,7 +245,8 @@ def modules_from_program(program: "ExportedProgram") -> "torch.nn.Module":
     from torch import fx, nn
 
     unlifted = program.module()
-    graph = copy.deepcopy(unlifted.graph)  # keeps the program's pytree calling convention (its codegen)
+    with quiet_torch_deprecations():
+        graph = copy.deepcopy(unlifted.graph)  # keeps the program's pytree calling convention (its codegen)
     root = nn.Module()
     for name, parameter in unlifted.named_parameters():
         _set_path(root, name, parameter)
@@ -262,13 +263,18 @@ def modules_from_program(program: "ExportedProgram") -> "torch.nn.Module":
         if built is None:
             continue
         counter += 1
-        module_name = f"{_aten_name(node.target)}_{counter}"
+        # named after the layer the weight came from ("features.0.weight" -> "features_0")
+        module_name = str(node.args[1].target).rpartition(".")[0].replace(".", "_") or f"layer_{counter}"
+        if hasattr(root, module_name):
+            module_name = f"{module_name}_{counter}"
         root.add_module(module_name, built)
         with graph.inserting_before(node):
             replacement = graph.call_module(module_name, (node.args[0],))
         node.replace_all_uses_with(replacement)
         graph.erase_node(node)
-    graph.eliminate_dead_code()
+    for node in list(graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
     rebuilt = fx.GraphModule(root, graph)
     _drop_unused(rebuilt)
     return rebuilt
