@@ -158,7 +158,27 @@ def test_deeply_nested_protobuf_is_refused_cleanly(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_keras_lambda_that_would_run_a_command_is_refused(tmp_path):
+    import keras
+
+    marker = tmp_path / "pwned"
+    inputs = keras.Input((4,), name="features")
+    # no closure, so Keras stores the code itself: loading the layer would run the command
+    function = eval(f"lambda t: t * float(__import__('os').system('touch {marker}') + 1)")
+    payload = keras.layers.Lambda(function)
+    keras.Model(inputs, keras.layers.Dense(2)(payload(inputs))).save(tmp_path / "lambda.keras")
+    marker.unlink()  # building the model above ran it once, here, on purpose
+    ATTACKS_PLANTED.append("keras Lambda layer")
+    for action in (lambda: hub.inspect(tmp_path / "lambda.keras"),
+                   lambda: hub.convert(tmp_path / "lambda.keras", to="tflite", output=tmp_path / "out")):
+        try:
+            action()
+        except hub.UnsupportedModelError as error:
+            assert "--trust-code" in error.message
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
 def test_report_attacks_planted(capsys):
     with capsys.disabled():
         print(f"\nsecurity: {len(ATTACKS_PLANTED)} attacks planted, 0 escaped: {', '.join(ATTACKS_PLANTED)}")
-    assert len(ATTACKS_PLANTED) >= 10
+    assert len(ATTACKS_PLANTED) >= 12

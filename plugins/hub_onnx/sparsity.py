@@ -1,0 +1,152 @@
+"""Magnitude pruning and weight clipping on ONNX float32 initializers: the weights of Conv, ConvTranspose, Gemm
+and MatMul. The graph is unchanged; zeros are written into the weights (dense ONNX stores them at full width, so
+the notes give the gzip size, where they show)."""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hub.declarations import StepContext
+from hub.errors import UsageError
+from hub_onnx.model_file import iter_nodes, load_model, save_model
+
+if TYPE_CHECKING:
+    import onnx
+
+PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
+CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
+WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1, 0)}  # which inputs are weights
+LAYERS_IN_NOTES = 40
+
+
+def magnitude_prune(ctx: StepContext) -> Path:
+    """onnx fp32 -> +pruned: zero the smallest-magnitude weights until `sparsity` of the prunable weights are
+    zero, over all layers at once ("global") or in each layer ("layer")."""
+    options = {**PRUNE_DEFAULTS, **ctx.options}
+    sparsity = float(options["sparsity"])
+    if not 0 <= sparsity < 1:
+        raise UsageError(f"option sparsity={sparsity} must be a fraction in [0, 1)")
+    scope = str(options["scope"])
+    if scope not in ("global", "layer"):
+        raise UsageError(f"option scope={scope!r} is not one of: global, layer")
+    model = load_model(ctx.input_path)
+    weights, layers = weight_initializers(model)
+    prunable, exempt = split_exempt(layers, options)
+    if scope == "global" and prunable:
+        magnitudes = np.concatenate([np.abs(weights[name]).ravel() for name, _ in prunable])
+        threshold = kth_smallest(magnitudes, sparsity)
+        for name, _ in prunable:
+            weights[name][np.abs(weights[name]) <= threshold] = 0.0
+    for name, _ in prunable if scope == "layer" else ():
+        threshold = kth_smallest(np.abs(weights[name]).ravel(), sparsity)
+        weights[name][np.abs(weights[name]) <= threshold] = 0.0
+    output = write_weights(model, weights, ctx.workdir / "model.onnx")
+    ctx.notes.update(method=f"magnitude (L1), {scope}", requested_sparsity=sparsity,
+                     **sparsity_notes(weights, layers, prunable, exempt, model), **compressed_size(output))
+    return output
+
+
+def clip_weights(ctx: StepContext) -> Path:
+    """onnx fp32 -> +clipped: zero every weight whose magnitude is below `threshold`."""
+    options = {**CLIP_DEFAULTS, **ctx.options}
+    threshold = float(options["threshold"])
+    if threshold <= 0:
+        raise UsageError(f"option threshold={threshold} must be positive")
+    model = load_model(ctx.input_path)
+    weights, layers = weight_initializers(model)
+    prunable, exempt = split_exempt(layers, options)
+    for name, _ in prunable:
+        weights[name][np.abs(weights[name]) < threshold] = 0.0
+    output = write_weights(model, weights, ctx.workdir / "model.onnx")
+    ctx.notes.update(method="clip |w| < threshold", threshold=threshold,
+                     **sparsity_notes(weights, layers, prunable, exempt, model), **compressed_size(output))
+    return output
+
+
+def weight_initializers(model: "onnx.ModelProto") -> tuple[dict[str, np.ndarray], list[tuple[str, bool]]]:
+    """The float32 initializers used as weights (a writable copy of each), and the layers in node order as
+    (initializer name, depthwise)."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    weights: dict[str, np.ndarray] = {}
+    layers: list[tuple[str, bool]] = []
+    for node in iter_nodes(model):
+        for position in WEIGHT_INPUTS.get(node.op_type, ()):
+            if position >= len(node.input) or node.input[position] not in initializers:
+                continue
+            tensor = initializers[node.input[position]]
+            if tensor.data_type != TensorProto.FLOAT or len(tensor.dims) < 2 or tensor.name in weights:
+                continue
+            weights[tensor.name] = numpy_helper.to_array(tensor).copy()
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            depthwise = node.op_type == "Conv" and group > 1 and tensor.dims[1] == 1
+            layers.append((tensor.name, depthwise))
+            break  # one weight per node (MatMul: B if constant, else A)
+    return weights, layers
+
+
+def split_exempt(layers: list[tuple[str, bool]], options: dict[str, Any]
+                 ) -> tuple[list[tuple[str, bool]], dict[str, str]]:
+    exempt: dict[str, str] = {}
+    for index, (name, depthwise) in enumerate(layers):
+        if index == 0 and options.get("exempt_first_layer"):
+            exempt[name] = "first layer: few weights, and every later feature depends on it"
+        elif depthwise and options.get("exempt_depthwise"):
+            exempt[name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    return [layer for layer in layers if layer[0] not in exempt], exempt
+
+
+def kth_smallest(magnitudes: np.ndarray, fraction: float) -> float:
+    count = int(round(fraction * magnitudes.size))
+    if count <= 0:
+        return -1.0
+    return float(np.partition(magnitudes, count - 1)[count - 1])
+
+
+def write_weights(model: "onnx.ModelProto", weights: dict[str, np.ndarray], path: Path) -> Path:
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.name in weights:
+            tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name], tensor.name))
+    return save_model(model, path)
+
+
+def sparsity_notes(weights: dict[str, np.ndarray], layers: list[tuple[str, bool]], prunable: list[tuple[str, bool]],
+                   exempt: dict[str, str], model: "onnx.ModelProto") -> dict[str, Any]:
+    import math
+
+    def zeros(group: list[tuple[str, bool]]) -> tuple[int, int]:
+        return (sum(int((weights[name] == 0).sum()) for name, _ in group),
+                sum(weights[name].size for name, _ in group))
+
+    pruned_zeros, pruned_total = zeros(prunable)
+    all_zeros, all_total = zeros(layers)
+    parameters = sum(math.prod(t.dims) for t in model.graph.initializer)
+    per_layer = {name: round(float((weights[name] == 0).mean()), 4) for name, _ in layers}
+    return {
+        "sparsity": round(pruned_zeros / max(pruned_total, 1), 4),
+        "sparsity_all_weights": round(all_zeros / max(all_total, 1), 4),
+        "sparsity_all_parameters": round(all_zeros / max(parameters, 1), 4),
+        "zero_weights": all_zeros,
+        "layers_pruned": len(prunable),
+        "layer_sparsity": dict(list(per_layer.items())[:LAYERS_IN_NOTES]),
+        "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
+        "exempt_layers": exempt,
+    }
+
+
+def compressed_size(path: Path) -> dict[str, int]:
+    """The artifact's size and its gzip size (zeros compress; the dense file does not shrink)."""
+    probe = path.with_name(path.name + ".gz-probe")
+    with open(path, "rb") as source, open(probe, "wb") as sink:
+        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as zipped:
+            shutil.copyfileobj(source, zipped)
+    size = probe.stat().st_size
+    probe.unlink()
+    return {"bytes": path.stat().st_size, "gzip_bytes": size}
