@@ -138,3 +138,25 @@ class StepContext:
     inputs: tuple[TensorSpec, ...] = ()
     calibration: Path | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def calibration_feeds(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The calibration samples as batch-1 feeds keyed by input name, cast to the inputs' dtypes, at most
+        `limit` of them; empty when there is no calibration. A single array serves a single-input model."""
+        if self.calibration is None:
+            return []
+        import numpy as np
+
+        from hub.errors import UsageError
+
+        with np.load(self.calibration, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        if len(arrays) == 1 and len(self.inputs) == 1:
+            arrays = {self.inputs[0].name: next(iter(arrays.values()))}
+        missing = [spec.name for spec in self.inputs if spec.name not in arrays]
+        if missing:
+            raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}; "
+                             f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
+        count = min((len(arrays[spec.name]) for spec in self.inputs), default=0)
+        count = count if limit is None else min(count, limit)
+        return [{spec.name: arrays[spec.name][i:i + 1].astype(spec.dtype) for spec in self.inputs}
+                for i in range(count)]

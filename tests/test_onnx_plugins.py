@@ -21,7 +21,7 @@ from hub.states import ModelState, TensorSpec
 from hub_onnx.cleanup import run_onnxslim, run_quant_preprocess
 from hub_onnx.half import run_fp16
 from hub_onnx.model_file import describe_onnx, detect_onnx, load_model
-from hub_onnx.quantize import feeds_from_npz, run_dynamic_int8, run_static_int8
+from hub_onnx.quantize import run_dynamic_int8, run_static_int8
 from hub_onnxruntime.session import median_latency_ms, run_samples
 
 INPUT_SHAPE = (3, 16, 16)
@@ -234,10 +234,11 @@ def test_calibration_file_must_name_every_input_of_a_multi_input_model(tmp_path)
     path = tmp_path / "calibration.npz"
     np.savez(path, a=np.zeros((3, 2), np.float64), c=np.zeros((3, 2)))
     inputs = (TensorSpec("a", (None, 2)), TensorSpec("b", (None, 2), "int64"))
+    ctx = StepContext(input_path=path, workdir=path.parent, options={}, inputs=inputs, calibration=path)
     with pytest.raises(UsageError, match="no array for input.* b; it holds a, c"):
-        feeds_from_npz(path, inputs)
+        ctx.calibration_feeds()
     np.savez(path, a=np.ones((3, 2)), b=np.ones((3, 2)))
-    feeds = feeds_from_npz(path, inputs)
+    feeds = ctx.calibration_feeds()
     assert len(feeds) == 3 and feeds[0]["a"].shape == (1, 2) and feeds[0]["b"].dtype == np.int64
 
 

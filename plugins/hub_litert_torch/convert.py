@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hub.declarations import StepContext
-from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub.errors import MissingDependencyError, StepFailedError
 from hub.states import TensorSpec
 from hub_litert_torch import INT8_OPTIONS
 
@@ -106,18 +106,9 @@ def calibration_feeds(ctx: StepContext, names: list[str], example: dict[str, "to
         return [{name: (torch.rand(tensor.shape, generator=generator, dtype=tensor.dtype)
                         if tensor.is_floating_point() else tensor) for name, tensor in example.items()}
                 for _ in range(count)]
-    with np.load(ctx.calibration, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if len(arrays) == 1 and len(names) == 1:
-        arrays = {names[0]: next(iter(arrays.values()))}
-    missing = [name for name in names if name not in arrays]
-    if missing:
-        raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}; "
-                         f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
-    count = min(min(len(arrays[name]) for name in names), int(options["max_calibration_samples"]))
     ctx.notes["calibration_source"] = Path(ctx.calibration).name
-    return [{name: torch.from_numpy(np.ascontiguousarray(arrays[name][i:i + 1])).to(example[name].dtype)
-             for name in names} for i in range(count)]
+    return [{name: torch.from_numpy(np.ascontiguousarray(feed[name])).to(example[name].dtype) for name in names}
+            for feed in ctx.calibration_feeds(int(options["max_calibration_samples"]))]
 
 
 def _import_litert_torch() -> Any:

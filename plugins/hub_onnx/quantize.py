@@ -68,7 +68,7 @@ def run_dynamic_int8(ctx: StepContext) -> Path:
 def calibration_feeds(ctx: StepContext, inputs: tuple[TensorSpec, ...], options: dict[str, Any]) -> list[Feed]:
     """Batch-1 feeds for calibration: from the .npz in ctx.calibration, else seeded random ones (noted)."""
     if ctx.calibration is not None:
-        feeds = feeds_from_npz(Path(ctx.calibration), inputs)[: int(options["max_calibration_samples"])]
+        feeds = ctx.calibration_feeds(int(options["max_calibration_samples"]))
         ctx.notes["calibration_source"] = Path(ctx.calibration).name
         return feeds
     count = int(options["random_calibration_samples"])
@@ -77,24 +77,6 @@ def calibration_feeds(ctx: StepContext, inputs: tuple[TensorSpec, ...], options:
                             "may not match real data; pass a calibration .npz for a faithful int8 model")
     shapes = {spec.name: spec.shape for spec in ctx.inputs}
     return random_feeds(inputs, shapes, count, int(options["seed"]))
-
-
-def feeds_from_npz(path: Path, inputs: tuple[TensorSpec, ...]) -> list[Feed]:
-    """Split an .npz (one array per input, samples along axis 0) into batch-1 feeds cast to the inputs' dtypes."""
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if len(arrays) == 1 and len(inputs) == 1:
-        arrays = {inputs[0].name: next(iter(arrays.values()))}
-    missing = [spec.name for spec in inputs if spec.name not in arrays]
-    if missing:
-        raise UsageError(f"calibration file {path.name} has no array for input(s) {', '.join(missing)}; "
-                         f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
-    counts = {spec.name: len(arrays[spec.name]) for spec in inputs}
-    if len(set(counts.values())) > 1:
-        raise UsageError(f"calibration arrays in {path.name} hold different sample counts: {counts}")
-    sample_count = min(counts.values(), default=0)
-    return [{spec.name: arrays[spec.name][i:i + 1].astype(spec.dtype) for spec in inputs}
-            for i in range(sample_count)]
 
 
 def random_feeds(inputs: tuple[TensorSpec, ...], shapes: dict[str, tuple[int | None, ...]], count: int,

@@ -103,27 +103,20 @@ def representative_dataset(ctx: StepContext, options: dict[str, Any]) -> Callabl
     """Calibration samples one at a time, as a batch of one: ctx.calibration's arrays (samples on axis 0, in the
     model's own layout), else seeded random inputs of the declared shapes (noted as a warning)."""
     names = [spec.name for spec in ctx.inputs]
-    if ctx.calibration is not None:
-        with np.load(ctx.calibration, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        if len(arrays) == 1 and len(names) == 1:
-            arrays = {names[0]: next(iter(arrays.values()))}
-        missing = [name for name in names if name not in arrays]
-        if missing:
-            raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}")
-        count = min(min(len(arrays[n]) for n in names), int(options["max_calibration_samples"]))
+    feeds = ctx.calibration_feeds(int(options["max_calibration_samples"]))
+    if feeds:
         ctx.notes["calibration_source"] = Path(ctx.calibration).name
     else:
         rng = np.random.default_rng(int(options["seed"]))
-        count = int(options["random_calibration_samples"])
-        arrays = {spec.name: rng.standard_normal((count, *(d or 1 for d in spec.shape[1:]))) for spec in ctx.inputs}
+        feeds = [{spec.name: rng.standard_normal((1, *(d or 1 for d in spec.shape[1:]))) for spec in ctx.inputs}
+                 for _ in range(int(options["random_calibration_samples"]))]
         ctx.notes["calibration_source"] = "random"
         ctx.notes["warning"] = "no calibration data: int8 ranges come from random inputs; pass real samples"
-    ctx.notes["calibration_samples"] = count
+    ctx.notes["calibration_samples"] = len(feeds)
 
     def samples() -> Iterator[Any]:
-        for index in range(count):
-            batch = {name: arrays[name][index:index + 1].astype(np.float32) for name in names}
+        for feed in feeds:
+            batch = {name: feed[name].astype(np.float32) for name in names}
             # one input: a list (its name may differ in the converted signature); several: keyed by name
             yield [batch[names[0]]] if len(names) == 1 else batch
 

@@ -10,7 +10,6 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
