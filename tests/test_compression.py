@@ -1,0 +1,140 @@
+"""Compression as planned steps: pruning, clipping, channel pruning, int4 weights and distillation, each placed
+by the planner from a request (`compress=[...]`) and verified like any other step."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hub
+
+# Pruning is lossy by request: these tests relax the target's tolerance as a user would (--min-cosine).
+RELAXED = {"min_cosine": 0.3, "min_top1": 0.0}
+
+
+def _step(result, name):
+    return next(step for step in result.report.steps if step.name == name)
+
+
+def test_planner_prunes_a_torch_source_before_export(digits_model):
+    plan = hub.plan(digits_model["model"], "cpu-int8", compress=["prune:0.3"], alternatives=1)
+    names = plan.routes[0].names
+    assert names[0] == "torch-magnitude-prune"
+    assert names.index("torch-magnitude-prune") < names.index("torch-dynamo-export")
+    assert plan.routes[0].steps[-1].result.traits == ("pruned",)
+    # the ONNX pruning step is the next route: same hops, dearer
+    assert "onnx-magnitude-prune" in plan.routes[1].names
+    assert plan.routes[1].cost > plan.routes[0].cost
+
+
+def test_unmeetable_request_fails_at_planning_with_the_reason(digits_model):
+    with pytest.raises(hub.NoRouteError, match="int4-weights asks for precision int4.*runs only precision int8"):
+        hub.plan(digits_model["model"], "cpu-int8", compress=["int4-weights"])
+
+
+def test_global_magnitude_pruning_reaches_the_requested_sparsity(digits_model, tmp_path):
+    result = hub.convert(digits_model["model"], "onnxruntime-cpu", calibration=digits_model["heldout"],
+                         compress=["prune:0.5"], tolerance=RELAXED, output=tmp_path)
+    assert result.report.route[0] == "torch-magnitude-prune"
+    notes = _step(result, "torch-magnitude-prune").notes
+    assert abs(notes["sparsity"] - 0.5) <= 0.01
+    assert notes["layers_pruned"] == 3
+    assert set(notes["exempt_layers"]) == {"features.0.weight", "features.3.weight"}  # first, depthwise
+    assert notes["layer_sparsity"]["features.0.weight"] == 0.0
+    assert notes["gzip_bytes"] < 0.6 * notes["bytes"]
+    assert 0.8 < result.report.final.fidelity.cosine < 0.9999
+
+
+def test_per_layer_pruning_on_an_onnx_source(digits_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    onnx_path = tmp_path / "digits.onnx"
+    torch.onnx.export(digits_model["module"], (torch.from_numpy(digits_model["images"][:1]),), str(onnx_path),
+                      dynamo=False, input_names=["image"])
+    result = hub.convert(onnx_path, "onnxruntime-cpu", calibration=digits_model["heldout"],
+                         compress=["prune:0.4"], tolerance=RELAXED, output=tmp_path / "out",
+                         step_options={"onnx-magnitude-prune": {"scope": "layer"}})
+    assert "onnx-magnitude-prune" in result.report.route
+    notes = _step(result, "onnx-magnitude-prune").notes
+    pruned = [name for name in notes["layer_sparsity"] if name not in notes["exempt_layers"]]
+    assert len(pruned) == 3 and len(notes["exempt_layers"]) == 2
+    assert all(abs(notes["layer_sparsity"][name] - 0.4) <= 0.01 for name in pruned)
+    assert abs(notes["sparsity"] - 0.4) <= 0.01
+
+
+def test_weight_clipping_zeroes_small_weights(digits_model, tmp_path):
+    result = hub.convert(digits_model["model"], "onnxruntime-cpu", calibration=digits_model["heldout"],
+                         compress=["clip:0.02"], tolerance=RELAXED, output=tmp_path)
+    assert result.report.route[0] == "torch-weight-clip"
+    notes = _step(result, "torch-weight-clip").notes
+    assert notes["threshold"] == 0.02 and notes["exempt_layers"] == {}
+    assert 0.02 < notes["sparsity"] < 0.5
+    assert result.report.final.fidelity.cosine > 0.95
+
+
+def test_channel_pruning_shrinks_the_model_and_it_runs_in_onnxruntime(digits_model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch_pruning")
+    result = hub.convert(digits_model["model"], "onnxruntime-cpu", calibration=digits_model["heldout"],
+                         compress=["prune-channels:0.3"], tolerance={"min_cosine": 0.0, "min_top1": 0.0},
+                         output=tmp_path)
+    notes = _step(result, "torch-channel-prune").notes
+    assert notes["parameters_before"] == 10602
+    assert notes["parameters_after"] < 0.6 * notes["parameters_before"]
+    assert notes["output_widths"]["features_0"] == 11  # 16 channels, 30% removed
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: digits_model["images"][:1]})[0]
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+    assert result.report.final.backend == "onnxruntime"
+
+
+def test_distillation_recovers_fidelity_lost_to_pruning(digits_model, tmp_path):
+    common = dict(calibration=digits_model["heldout"], tolerance=RELAXED)
+    pruned = hub.convert(digits_model["model"], "onnxruntime-cpu", compress=["prune:0.5"],
+                         output=tmp_path / "pruned", **common)
+    distilled = hub.convert(digits_model["model"], "onnxruntime-cpu",
+                            compress=["prune:0.5", f"distill:{digits_model['calibration']}"],
+                            output=tmp_path / "distilled", **common)
+    assert distilled.report.route[:2] == ["torch-magnitude-prune", "torch-distill"]
+    notes = _step(distilled, "torch-distill").notes
+    assert notes["pruned_weights_kept_zero"] and notes["masked_parameters"] == 3
+    assert notes["steps"] == 300 and notes["seconds"] < 120
+    assert notes["fidelity_after"]["train"]["cosine"] > notes["fidelity_before"]["train"]["cosine"]
+    before, after = pruned.report.final.fidelity.cosine, distilled.report.final.fidelity.cosine
+    assert after > before + 0.01, (before, after)
+    assert after > 0.99
+
+
+@pytest.mark.slow
+def test_int4_weights_shrink_a_matmul_heavy_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256),
+                                torch.nn.GELU(), torch.nn.Linear(256, 1024), torch.nn.GELU(),
+                                torch.nn.Linear(1024, 256)).eval()
+    # 256 untrained outputs are not class scores: their arg-max flips on noise, so top-1 is not checked
+    result = hub.convert(model, "cpu-int4-weights", example_inputs=(torch.randn(1, 256),), output=tmp_path,
+                         tolerance={"min_top1": 0.0})
+    assert result.report.route[-1] == "onnx-int4-weights"
+    fp32_bytes = _step(result, "onnxslim").bytes
+    notes = _step(result, "onnx-int4-weights").notes
+    assert notes["matmul_nbits"] == 4 and notes["block_size"] == 32 and notes["symmetric"]
+    assert result.report.final.bytes <= 0.2 * fp32_bytes, (result.report.final.bytes, fp32_bytes)
+    assert result.report.final.fidelity.cosine >= 0.98
+
+
+@pytest.mark.slow
+def test_tfmot_prunes_a_tf_keras_model(tmp_path):
+    pytest.importorskip("tensorflow_model_optimization")
+    import subprocess
+    import sys
+    # tf-keras is built in a child process: importing it here would switch this process's Keras to legacy mode
+    script = ("import tf_keras as k; m = k.Sequential([k.layers.Input((8, 8, 1)), k.layers.Conv2D(8, 3, "
+              "activation='relu'), k.layers.DepthwiseConv2D(3), k.layers.Flatten(), k.layers.Dense(32, "
+              "activation='relu'), k.layers.Dense(10)]); m.save(r'%s')" % (tmp_path / "net.h5"))
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    np.savez(tmp_path / "calib.npz", np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32))
+    result = hub.convert(tmp_path / "net.h5", "tflite", calibration=tmp_path / "calib.npz",
+                         compress=["prune:0.5"], tolerance=RELAXED, output=tmp_path / "out")
+    assert result.report.route[0] == "tfmot-prune"
+    notes = _step(result, "tfmot-prune").notes
+    assert abs(notes["sparsity"] - 0.5) <= 0.01 and notes["layers_pruned"] == 2
+    assert set(notes["exempt_layers"]) == {"conv2d", "depthwise_conv2d"}
