@@ -17,6 +17,7 @@ from hub.worker import call_worker, load_outputs, resolve
 
 FLOAT_RTOL, FLOAT_ATOL = 1e-4, 1e-5
 INTEGER_PRECISIONS = ("int8",)
+LATENCY_REPEATS = 10
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,11 @@ def check_on_platform(catalog: Catalog, platform: str, model: Path, state: Model
     reference = _run(reference_backend, model, samples_path, threads, timeout)
     started = time.perf_counter()
     candidate = _run(backend, model, samples_path, threads, timeout)
-    per_inference = (time.perf_counter() - started) * 1000 / max(sample_count, 1)
+    per_inference = (time.perf_counter() - started) * 1000 / max(sample_count, 1)  # start-up included
+    if backend.latency:
+        per_inference = call_worker("latency", {"ref": backend.latency, "model_path": str(model),
+                                                "samples_path": str(samples_path), "threads": threads,
+                                                "repeats": LATENCY_REPEATS}, timeout=timeout)
     exact = state.precision in INTEGER_PRECISIONS
     first, max_abs = _first_mismatch(reference, candidate, exact)
     if len(reference) != len(candidate):

@@ -110,8 +110,8 @@ def print_platform_check(check: Any) -> None:
     verdict = "[green]matches[/]" if check.matches else f"[red]differs[/]: {check.first_mismatch}"
     kind = "byte for byte" if check.exact else f"within rtol 1e-4 (max-abs {check.max_abs:.3g})"
     stdout.print(f"{check.platform} ({check.backend}) vs {check.reference_backend}: {verdict}, {kind}, "
-                 f"{check.samples} samples; {check.emulated_ms_per_inference:.0f} ms per sample there "
-                 f"(emulated, start-up included; not comparable with native times)")
+                 f"{check.samples} samples; {check.emulated_ms_per_inference:.2f} ms per inference there "
+                 f"(emulated: not comparable with native times)")
     stdout.print(f"  runtime: {check.runtime}")
 
 

@@ -144,3 +144,25 @@ def test_a_crash_under_emulation_is_a_step_failure_naming_the_cpu(arm64_platform
         emulated.run(model, feeds(heldout_feeds[:1], input_shape(model)), threads=1)
     assert "-cpu cortex-a72" in raised.value.message and "crashed" in raised.value.message
     assert "Illegal instruction" in (raised.value.detail or "")
+
+
+def test_convert_with_check_on_arm64_reports_a_byte_identical_run(arm64_platform, digits_model, tmp_path):
+    result = hub.convert(digits_model["model"], to="tflite-arm", calibration=digits_model["calibration"],
+                         output=tmp_path / "out", check_on=["arm64"])
+    check = result.report.to_json()["final"]["platform_checks"][0]
+    assert check["platform"] == "arm64" and check["backend"] == "litert-arm64"
+    assert check["exact"] and check["matches"] and check["max_abs"] == 0.0 and check["samples"] == 32
+    assert "neoverse-n1" in check["runtime"] and check["emulated_ms_per_inference"] > 0
+    print(f"\n--check-on arm64: byte-identical on {check['samples']} samples, "
+          f"{check['emulated_ms_per_inference']:.2f} ms per inference emulated")
+
+
+def test_hub_verify_on_arm64_from_the_command_line(arm64_platform, converted):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "hub.cli", "verify", str(converted["tflite-arm"]), "--on",
+                             "arm64", "--json"], capture_output=True, text=True, env=os.environ, timeout=600)
+    assert result.returncode == 0, result.stderr
+    check = json.loads(result.stdout)
+    assert check["matches"] and check["exact"]
