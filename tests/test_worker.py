@@ -50,3 +50,8 @@ def test_memory_limit_kills_a_hungry_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("HUB_MEMORY_LIMIT_MB", "300")
     with pytest.raises(WorkerCrashed, match="over the memory limit of 300 MB"):
         run_job("hogs_memory", tmp_path)
+
+
+def test_workers_cannot_reach_the_network(tmp_path):
+    value = run_job("reaches_out", tmp_path)
+    assert value["notes"]["attempts"] == ["NetworkRefused", "NetworkRefused"]
