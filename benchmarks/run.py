@@ -2,8 +2,10 @@
 
 For each model (DigitsNet trained on scikit-learn's digits; EfficientNet-Lite0 with ImageNet weights) and each
 usable target, converts the torch.export .pt2 with hub.convert and measures, in this one process: conversion
-seconds, sizes, batch-1 latency on 2 threads (the source in PyTorch eager fp32, results in ONNX Runtime) and
-fidelity on held-out samples that calibration never saw. The cpu-int8 baseline is what a user writes by
+seconds, sizes, batch-1 latency on 2 threads (the source in PyTorch eager fp32, ONNX results in ONNX Runtime,
+TFLite results in LiteRT) and fidelity on held-out samples that calibration never saw. A TFLite result whose
+state ends in "/nhwc" takes channels-last inputs and gives channels-last outputs: samples are moved to its layout
+and its outputs back (hub.runner.to_layout / from_layout) before comparing with the source. The cpu-int8 baseline is what a user writes by
 hand from ONNX Runtime's docs: torch.onnx.export(dynamo=True), then quantize_static with the hub's settings.
 
     .venv/bin/python benchmarks/run.py [--quick]
@@ -34,7 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
 
 THREADS = 2
-TARGETS = ("cpu-int8", "onnxruntime-cpu", "onnxruntime-fp16", "cpu-int8-dynamic")
+ONNX_TARGETS = ("cpu-int8", "onnxruntime-cpu", "onnxruntime-fp16", "cpu-int8-dynamic")
+TFLITE_TARGETS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-arm")
+TARGETS = ONNX_TARGETS + TFLITE_TARGETS
 CONFIDENT_SOFTMAX = 0.5
 INPUT_NAME = "image"
 
@@ -162,6 +166,32 @@ def ort_latency_ms(session: Any, sample: np.ndarray, repeats: int) -> float:
     return median_ms(lambda: session.run(None, feed), repeats)
 
 
+def layout_of(state: str) -> str:
+    """The I/O layout of a report's state string ("tflite/int8/builtin/nhwc" -> "nhwc"; else "source")."""
+    return "nhwc" if state.split("+", 1)[0].endswith("/nhwc") else "source"
+
+
+def litert_infer(path: Path, layout: str, example: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running one source-layout batch-1 sample on LiteRT (THREADS threads, default delegates) and
+    returning its first output in the source's layout; int8 inputs are quantized and outputs dequantized by the
+    hub's own feeding code, so the numbers are the ones the hub verified."""
+    from hub.runner import from_layout, to_layout
+    from hub_litert.interpreter import inference
+
+    infer = inference(path, THREADS, {INPUT_NAME: to_layout(example, layout)})
+    return lambda sample: from_layout(infer({INPUT_NAME: to_layout(sample, layout)})[0], layout)
+
+
+def litert_outputs(path: Path, layout: str, samples: np.ndarray) -> np.ndarray:
+    infer = litert_infer(path, layout, samples[:1])
+    return np.concatenate([infer(samples[i:i + 1]) for i in range(len(samples))])
+
+
+def litert_latency_ms(infer: Callable[[np.ndarray], np.ndarray], sample: np.ndarray, repeats: int) -> float:
+    """Like ort_latency_ms; feeding (the layout move, int8 quantizing, dequantizing) is counted, as in the hub."""
+    return median_ms(lambda: infer(sample), repeats)
+
+
 def fidelity(reference: np.ndarray, result: np.ndarray) -> Fidelity:
     reference, result = reference.astype(np.float64), result.astype(np.float64)
     cosines = (reference * result).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(result, axis=1)
@@ -184,25 +214,36 @@ def file_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-def measure(row: Row, model: Model, path: Path, reference: np.ndarray) -> None:
+def measure(row: Row, model: Model, path: Path, reference: np.ndarray, layout: str = "source") -> None:
     """Size and held-out fidelity now; latency later, in `measure_latencies`, all artifacts interleaved."""
     row.bytes = file_bytes(path)
-    row.fidelity = fidelity(reference, ort_outputs(ort_session(path), model.heldout))
-    row.notes["artifact"] = str(path)
+    row.notes.update({"artifact": str(path), "layout": layout,
+                      "backend": "litert" if path.suffix == ".tflite" else "onnxruntime"})
+    outputs = (litert_outputs(path, layout, model.heldout) if row.notes["backend"] == "litert"
+               else ort_outputs(ort_session(path), model.heldout))
+    row.fidelity = fidelity(reference, outputs)
 
 
 def measure_latencies(model: Model, rows: list[Row], rounds: int = 3) -> float:
-    """Batch-1 latency of the source (PyTorch eager) and every artifact (ONNX Runtime), in interleaved rounds:
-    each round takes a median per model, the best round counts. Other work on the machine (it is shared)
+    """Batch-1 latency of the source (PyTorch eager) and every artifact (ONNX Runtime or LiteRT), in interleaved
+    rounds: each round takes a median per model, the best round counts. Other work on the machine (it is shared)
     then slows all candidates alike instead of whichever happened to run during a burst."""
     sample = model.heldout[:1]
     measured = [row for row in rows if row.error is None]
-    sessions = [ort_session(Path(row.notes["artifact"])) for row in measured]
+    timers: list[Callable[[], float]] = []
+    for row in measured:
+        path = Path(row.notes["artifact"])
+        if row.notes["backend"] == "litert":
+            infer = litert_infer(path, row.notes["layout"], sample)
+            timers.append(lambda infer=infer: litert_latency_ms(infer, sample, model.latency_repeats))
+        else:
+            session = ort_session(path)
+            timers.append(lambda session=session: ort_latency_ms(session, sample, model.latency_repeats))
     source, results = [], [[] for _ in measured]
     for _ in range(rounds):
         source.append(torch_latency_ms(model.module, sample, model.latency_repeats))
-        for times, session in zip(results, sessions):
-            times.append(ort_latency_ms(session, sample, model.latency_repeats))
+        for times, timer in zip(results, timers):
+            times.append(timer())
     for row, times in zip(measured, results):
         row.latency_ms = min(times)
         row.notes["latency_rounds_ms"] = [round(t, 4) for t in times]
@@ -267,11 +308,12 @@ def hub_row(model: Model, target: str, work: Path, reference: np.ndarray) -> Row
     row.route = list(result.report.route)
     row.notes["timeline"] = timeline.phases(started)
     final = result.report.final
+    row.notes["state"] = final.state
     row.notes.update({"hub_verification": final.fidelity.to_json() if final and final.fidelity else None,
                  "hub_latency_ms": final.latency_ms if final else None,
                  "steps": [{"name": s.name, "seconds": round(s.seconds, 2), "notes": s.notes}
                            for s in result.report.steps]})
-    measure(row, model, result.path, reference)
+    measure(row, model, result.path, reference, layout_of(final.state))
     return row
 
 
@@ -342,10 +384,15 @@ def _row_json(row: Row) -> dict[str, Any]:
 def compare(entry: dict[str, Any]) -> None:
     """Add the ratios the table shows: sizes, latency vs eager, hub vs by hand."""
     hand = next(r for r in entry["rows"] if r["kind"] == "by hand" and r["target"] == "cpu-int8")
+    float_tflite = next((r for r in entry["rows"] if r["kind"] == "hub" and r["target"] == "tflite"
+                         and r["bytes"] is not None), None)
+    entry["float_tflite_bytes"] = float_tflite["bytes"] if float_tflite else None
     for row in entry["rows"]:
         if row["bytes"] is None:
             continue
         row["size_vs_fp32_onnx"] = row["bytes"] / entry["fp32_onnx_bytes"]
+        if row["target"] in TFLITE_TARGETS and float_tflite:
+            row["size_vs_float_tflite"] = row["bytes"] / float_tflite["bytes"]
         row["size_vs_source"] = row["bytes"] / entry["source_bytes"]
         row["latency_vs_source"] = row["latency_ms"] / entry["source_latency_ms"]
         if row["kind"] == "hub" and row["target"] == "cpu-int8":
@@ -373,6 +420,22 @@ def acceptance(entry: dict[str, Any]) -> dict[str, Any]:
     return {"converted": True, "checks": checks, "all_pass": all(checks.values())}
 
 
+def tflite_arm_acceptance(entry: dict[str, Any]) -> dict[str, Any]:
+    """The tflite-arm acceptance criteria (held-out numbers, LiteRT against PyTorch eager)."""
+    row = next((r for r in entry["rows"] if r["kind"] == "hub" and r["target"] == "tflite-arm"), None)
+    if row is None or row["fidelity"] is None:
+        return {"converted": False}
+    got = row["fidelity"]
+    ratio = row.get("size_vs_float_tflite")
+    checks = {
+        "top5_containment >= 0.99": got["top5"] >= 0.99,
+        "confident_top1 >= 0.99": got["confident_top1"] is not None and got["confident_top1"] >= 0.99,
+        "mean cosine >= 0.98": got["cosine"] >= 0.98,
+        "int8 size <= 0.30 x float TFLite": ratio is not None and ratio <= 0.30,
+    }
+    return {"converted": True, "checks": checks, "all_pass": all(checks.values())}
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmark: hub.convert vs by hand",
@@ -380,7 +443,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['machine']}; {THREADS} threads; batch 1; latency = median; fidelity on held-out samples "
         "against the source in PyTorch eager fp32 (cosine of logits, top-1 agreement, top-1 agreement where "
         "the source's softmax > 0.5, source top-1 within the result's top 5). Latency: best of 3 interleaved "
-        "rounds, each a median. By hand = benchmarks/by_hand.py run as its own process.",
+        "rounds, each a median; ONNX results run in ONNX Runtime, tflite* results in LiteRT (default delegates; "
+        "int8 I/O quantized and dequantized in the timed call; NHWC results fed and read in their layout, fidelity "
+        "compared in the source's). Size of a tflite* result: vs fp32 ONNX (vs the float `tflite` result). "
+        "By hand = benchmarks/by_hand.py run as its own process.",
         "",
         "| model | target | route | conversion s | vs by hand | size vs fp32 ONNX | latency ms (result / eager "
         "= ratio) | cosine | top-1 | confident top-1 (n) | top-5 |",
@@ -396,9 +462,12 @@ def markdown(results: dict[str, Any]) -> str:
             f = row["fidelity"]
             confident = "n/a" if f["confident_top1"] is None else f"{f['confident_top1']:.1%}"
             overhead = f"{row['seconds_vs_by_hand']:.2f}x" if "seconds_vs_by_hand" in row else ""
+            size = f"{row['size_vs_fp32_onnx']:.3f}"
+            if "size_vs_float_tflite" in row:
+                size += f" ({row['size_vs_float_tflite']:.3f})"
             lines.append(
                 f"| {entry['model']} | {target} | {_cell(' > '.join(row['route']))} | {row['seconds']:.1f} | "
-                f"{overhead} | {row['size_vs_fp32_onnx']:.3f} | {row['latency_ms']:.3f} / "
+                f"{overhead} | {size} | {row['latency_ms']:.3f} / "
                 f"{entry['source_latency_ms']:.3f} = {row['latency_vs_source']:.2f} | {f['cosine']:.4f} | "
                 f"{f['top1']:.1%} | {confident} ({f['confident_samples']}) | {f['top5']:.1%} |")
     lines += ["", "Sizes: " + "; ".join(
@@ -414,11 +483,31 @@ def markdown(results: dict[str, Any]) -> str:
             hub_int8 = next(r for r in entry["rows"] if r["kind"] == "hub" and r["target"] == "cpu-int8")
             lines += [f"- hub int8 latency / by-hand int8 latency: {hub_int8['latency_vs_by_hand']:.2f}; "
                       f"conversion seconds hub / by hand: {hub_int8['seconds_vs_by_hand']:.2f}"]
+        verdict = entry.get("acceptance_tflite_arm", {})
+        if verdict.get("converted"):
+            arm = next(r for r in entry["rows"] if r["kind"] == "hub" and r["target"] == "tflite-arm")
+            lines += ["", f"## {entry['model']} -> tflite-arm acceptance: "
+                      f"{'PASS' if verdict['all_pass'] else 'FAIL'}", ""]
+            lines += [f"- {'pass' if ok else 'FAIL'}: {name}" for name, ok in verdict["checks"].items()]
+            lines += [f"- int8 .tflite {arm['bytes'] / 1e6:.2f} MB vs float .tflite "
+                      f"{entry['float_tflite_bytes'] / 1e6:.2f} MB; LiteRT latency "
+                      f"{arm['latency_ms']:.3f} ms vs PyTorch eager {entry['source_latency_ms']:.3f} ms"]
+        elif "acceptance_tflite_arm" in entry:
+            lines += ["", f"## {entry['model']} -> tflite-arm acceptance: FAIL (not converted)"]
     return "\n".join(lines) + "\n"
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def _litert_version(distribution: str) -> str:
+    import importlib.metadata
+
+    try:
+        return f"{distribution} {importlib.metadata.version(distribution)}"
+    except importlib.metadata.PackageNotFoundError:
+        return distribution
 
 
 def main() -> None:
@@ -427,6 +516,7 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime
     import torch
+    from hub_litert.interpreter import runtime
 
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -446,9 +536,11 @@ def main() -> None:
         compare(entry)
         if model.judged:
             entry["acceptance"] = acceptance(entry)
+            entry["acceptance_tflite_arm"] = tflite_arm_acceptance(entry)
         models.append(entry)
     results = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", Python "
-               f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}",
+               f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+               f"LiteRT from {_litert_version(runtime()[1])}",
                "quick": args.quick, "seconds": round(time.perf_counter() - started, 1), "models": models}
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     (RESULTS / "results.md").write_text(markdown(results))

@@ -212,7 +212,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         options = dict(step_options or {})
         options.setdefault("*", {}).update(model_options)
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
-                               memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options)
+                               memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options,
+                               tolerance_overridden=any(v is not None for v in (tolerance or {}).values()))
         runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
         route, artifact, records, failures = runner.run_first_working(routes, max_routes)
         if runner.reference_note:

@@ -50,6 +50,9 @@ class Step:
     expected drop in output cosine (0 for lossless); size_ratio the expected output/input size.
     requires: distribution requirements ("onnxruntime>=1.17") checked from metadata, never by importing.
     extra: the conversion-hub extra that installs them.
+    min_cosine: for a lossy compression step the user asked for (pruning, clipping), the cosine below which its
+        output is rejected, instead of the target's tolerance; later steps of the route inherit the relaxed
+        bound. An explicit --min-cosine from the user wins.
     """
 
     name: str
@@ -66,6 +69,7 @@ class Step:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     timeout: float | None = None
+    min_cosine: float | None = None
 
     def result_state(self, state: ModelState) -> ModelState:
         return state.changed(self.produces)

@@ -125,7 +125,7 @@ def enumerate_routes(
             if not step.accepts.matches(state):
                 continue
             result = step.result_state(state)
-            if result in visited:
+            if result in visited or _adds_unrequested_traits(state, result, target):
                 continue
             seconds, added = step_cost(step, mb, weights)
             planned = PlannedStep(step, catalog.owner.get(step.name, "?"), catalog.step_kind(step.name),
@@ -133,6 +133,12 @@ def enumerate_routes(
             new_path = path + (planned,)
             heapq.heappush(frontier, (cost + added, len(new_path), tuple(p.name for p in new_path), result,
                                       new_path, mb * step.size_ratio))
+
+
+def _adds_unrequested_traits(state: ModelState, result: ModelState, target: Target) -> bool:
+    """Compression is opt-in: a step may add a trait (pruned, clipped, ...) only when the target asks for it."""
+    requested = target.requires.allowed.get("traits", frozenset())
+    return bool(set(result.traits) - set(state.traits) - requested)
 
 
 def plan_routes(

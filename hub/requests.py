@@ -4,6 +4,7 @@ the route each compressor runs, like any other step."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hub.declarations import Target
@@ -53,6 +54,11 @@ class CompressionRequest:
         kind = REQUEST_KINDS[self.kind]
         if kind.option in ("sparsity", "threshold"):
             return float(self.argument)  # type: ignore[arg-type]
+        if kind.option == "samples":  # workers run in their own folder: hand them an absolute path
+            path = Path(self.argument).resolve()  # type: ignore[arg-type]
+            if not path.exists():
+                raise UsageError(f"--distill {self.argument}: no such file (an .npz of unlabelled inputs)")
+            return str(path)
         return self.argument
 
 

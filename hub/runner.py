@@ -25,6 +25,7 @@ from hub.worker import call_worker, load_outputs, save_samples
 from hub.states import CHANNELS_LAST_RANKS, ModelState, TensorSpec
 
 LATENCY_REPEATS = 30
+PATH_OPTIONS = ("samples",)  # options naming files whose content, not name, decides a step's output
 
 
 class Progress(Protocol):
@@ -55,6 +56,7 @@ class RunSettings:
     step_options: dict[str, Any] = field(default_factory=dict)
     memory_limit_mb: float | None = None
     trait_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # options for a step adding a trait
+    tolerance_overridden: bool = False  # the user set --min-cosine/--min-top1/--max-abs: it applies everywhere
 
 
 class RouteRunner:
@@ -182,14 +184,24 @@ class RouteRunner:
 
     def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
         record = next((p for p in self.catalog.plugins if p.name == planned.plugin), None)
+        keyed = {k: v for k, v in options.items() if k != "source_path"}
+        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in PATH_OPTIONS and v}
         return step_key(
             input=digest_path(artifact), step=planned.name, produces=dict(planned.step.produces),
-            options=options, inputs=[s.to_json() for s in self.inputs],
+            options=keyed, files=files, inputs=[s.to_json() for s in self.inputs],
+            teacher=self.source_digest if "source_path" in options else None,
             calibration=self.calibration_digest if planned.step.needs_calibration else None,
             plugin=record.origin if record else None, versions=distribution_versions(planned.step.requires),
         )
 
-    def run_step(self, planned: PlannedStep, artifact: Path) -> tuple[StepRecord, Path]:
+    def _relaxed(self, planned: PlannedStep, tolerance: Tolerance) -> Tolerance:
+        """The tolerance from this step on: a requested lossy compression lowers the cosine bound it declares."""
+        if self.settings.tolerance_overridden or planned.step.min_cosine is None:
+            return tolerance
+        return Tolerance(min_cosine=min(tolerance.min_cosine, planned.step.min_cosine), min_top1=None, max_abs=None)
+
+    def run_step(self, planned: PlannedStep, artifact: Path,
+                 tolerance: Tolerance | None = None) -> tuple[StepRecord, Path]:
         self.progress.step_started(planned)
         options = self._options(planned)
         key = self._key(planned, artifact, options)
@@ -208,7 +220,7 @@ class RouteRunner:
                             verify_seconds=time.perf_counter() - ran)
         self.progress.step_finished(record)
         if fidelity is not None:
-            violations = fidelity.violations(self.settings.tolerance)
+            violations = fidelity.violations(tolerance or self.settings.tolerance)
             if violations:
                 raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
                                     + "; ".join(violations))
@@ -234,9 +246,11 @@ class RouteRunner:
 
     def run_route(self, route: Route) -> tuple[Path, list[StepRecord]]:
         artifact, records = self.source.path, []
+        tolerance = self.settings.tolerance
         for planned in route.steps:
+            tolerance = self._relaxed(planned, tolerance)
             try:
-                record, artifact = self.run_step(planned, artifact)
+                record, artifact = self.run_step(planned, artifact, tolerance)
             except HubError as error:
                 error.failed_step = planned.name  # type: ignore[attr-defined]
                 raise

@@ -126,6 +126,7 @@ def hub_compressors() -> list[Step]:
         # export is 2 s cheaper, so the planner prunes there (and only there can distillation follow).
         Step(
             name="onnx-magnitude-prune",
+            min_cosine=0.8,
             accepts=FP32_ANY_GRAPH,
             produces={"traits": "+pruned"},
             run="hub_onnx.sparsity:magnitude_prune",
@@ -137,6 +138,7 @@ def hub_compressors() -> list[Step]:
         ),
         Step(
             name="onnx-weight-clip",
+            min_cosine=0.8,
             accepts=FP32_ANY_GRAPH,
             produces={"traits": "+clipped"},
             run="hub_onnx.sparsity:clip_weights",

@@ -18,6 +18,7 @@ DYNAMIC_INT8_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInt
 # protobuf tag of ModelProto field 1 (ir_version, varint): every ONNX writer serializes it first.
 IR_VERSION_TAG = 0x08
 MAX_PLAUSIBLE_IR_VERSION = 64
+INT4_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
 PROTOBUF_SIZE_LIMIT = 2**31 - 1
 
 
@@ -110,8 +111,10 @@ def is_large(model: "onnx.ModelProto", path: Path) -> bool:
 
 
 def precision_of(model: "onnx.ModelProto") -> str:
-    """int8-dynamic, int8, fp16 or fp32, read from the operators and the weights' element types."""
+    """int4, int8-dynamic, int8, fp16 or fp32, read from the operators and the weights' element types."""
     op_types = {node.op_type for node in iter_nodes(model)}
+    if op_types & INT4_OPS:
+        return "int4"
     if op_types & DYNAMIC_INT8_OPS:
         return "int8-dynamic"
     if op_types & STATIC_INT8_OPS or any(op.startswith("QLinear") for op in op_types):

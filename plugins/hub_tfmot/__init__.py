@@ -22,6 +22,7 @@ def hub_compressors() -> list[Step]:
     return [
         Step(
             name="tfmot-prune",
+            min_cosine=0.8,
             accepts=Requirement.of(format="keras-h5", precision="fp32"),
             produces={"traits": "+pruned"},
             run="hub_tfmot.prune:prune_keras_h5",

@@ -118,6 +118,7 @@ def hub_compressors() -> list[Step]:
     return [
         Step(
             name="torch-magnitude-prune",
+            min_cosine=0.8,
             accepts=fp32_program,
             produces={"traits": "+pruned"},
             run="hub_torch.prune:magnitude_prune",
@@ -129,6 +130,7 @@ def hub_compressors() -> list[Step]:
         ),
         Step(
             name="torch-weight-clip",
+            min_cosine=0.8,
             accepts=fp32_program,
             produces={"traits": "+clipped"},
             run="hub_torch.prune:clip_weights",
@@ -139,6 +141,7 @@ def hub_compressors() -> list[Step]:
         ),
         Step(
             name="torch-channel-prune",
+            min_cosine=0.0,
             accepts=fp32_program,
             produces={"traits": "+channels-pruned"},
             run="hub_torch.prune:channel_prune",
