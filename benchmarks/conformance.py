@@ -111,6 +111,8 @@ def read_test_model(folder: Path) -> dict[str, Any]:
     if kinds - {"f"}:
         info["notes"].append("non-float inputs: " + ", ".join(sorted(str(a.dtype) for a in feed.values()
                                                                      if a.dtype.kind != "f")))
+    if any(a.dtype.kind in "OUS" for a in feed.values()):
+        info["notes"].append("string inputs: an .npz read with allow_pickle=False cannot hold them")
     if any(a.ndim == 0 or a.shape[0] != 1 for a in feed.values()):
         info["notes"].append("an input's first dimension is not a batch of 1 (the hub feeds batches of one)")
     return info

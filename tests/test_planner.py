@@ -109,3 +109,10 @@ def test_a_request_the_target_cannot_run_fails_at_planning():
         apply_requests(INT8, [CompressionRequest.parse("int4-weights")])
     with pytest.raises(UsageError, match="between 0 and 1"):
         CompressionRequest.parse("prune:1.5")
+
+
+def test_compression_is_never_added_unless_requested():
+    clip = step("clip", {"format": "torch-export"}, {"traits": "+clipped"}, seconds=0)
+    catalog = catalog_of(step("export", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"}),
+                         compressors=(clip,))
+    assert [r.names for r in plan_routes(catalog, SOURCE, INT8, 0, count=5)] == [["export"]]
