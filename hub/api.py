@@ -140,8 +140,8 @@ def _samples(calibration: str | Path | None, specs: tuple[TensorSpec, ...]) -> S
 
 
 def _concrete_specs(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-    """Batch dimension 1: every sample is fed as a batch of one."""
-    return tuple(replace(s, shape=(1, *s.shape[1:])) if s.shape else s for s in specs)
+    """A dynamic first dimension becomes a batch of one; a fixed one (a vector's length, a fixed batch) stays."""
+    return tuple(replace(s, shape=(1, *s.shape[1:])) if s.shape and s.shape[0] is None else s for s in specs)
 
 
 def _versions(route: Route, catalog: Catalog, target: Target) -> dict[str, str]:

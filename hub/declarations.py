@@ -132,7 +132,8 @@ class StepContext:
 
     input_path: a private copy of the input artifact. workdir: an empty folder for the output.
     options: the step's default options updated with the user's. inputs: the model's input specs.
-    calibration: an .npz with one array per input name, samples along the first axis, or None.
+    calibration: an .npz with one array per input name, samples along the first axis (stacked batches of one, or
+        whole inputs for inputs whose first dimension is not a batch of one: use calibration_feeds()), or None.
     notes: anything the step wants in the report (JSON-serialisable).
     """
 
@@ -160,7 +161,9 @@ class StepContext:
         if missing:
             raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}; "
                              f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
+        from hub.inputs import one_sample
+
         count = min((len(arrays[spec.name]) for spec in self.inputs), default=0)
         count = count if limit is None else min(count, limit)
-        return [{spec.name: arrays[spec.name][i:i + 1].astype(spec.dtype) for spec in self.inputs}
-                for i in range(count)]
+        return [{spec.name: one_sample(arrays[spec.name], i, len(spec.shape)).astype(spec.dtype)
+                 for spec in self.inputs} for i in range(count)]

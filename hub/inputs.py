@@ -19,10 +19,18 @@ RANDOM_SEED = 0
 RANDOM_SAMPLES = 16
 
 
+def one_sample(array: np.ndarray, index: int, rank: int) -> np.ndarray:
+    """Sample `index` of an array holding samples along axis 0, for an input of `rank` dimensions: stacked
+    batches of one (array.ndim == rank, the usual case) or whole inputs (array.ndim == rank + 1, for inputs whose
+    first dimension is not a batch of one: vectors, scalars, fixed batches)."""
+    return array[index:index + 1] if array.ndim == rank else array[index]
+
+
 @dataclass(frozen=True)
 class SampleSet:
     arrays: dict[str, np.ndarray]
     origin: str  # how the samples were made, for the report
+    ranks: dict[str, int]  # each input's rank: tells stacked batches of one from whole inputs
 
     @property
     def count(self) -> int:
@@ -30,7 +38,8 @@ class SampleSet:
 
     def feeds(self, limit: int | None = None) -> list[dict[str, np.ndarray]]:
         count = self.count if limit is None else min(limit, self.count)
-        return [{name: value[i:i + 1] for name, value in self.arrays.items()} for i in range(count)]
+        return [{name: one_sample(value, i, self.ranks[name]) for name, value in self.arrays.items()}
+                for i in range(count)]
 
 
 def parse_input_flag(text: str) -> TensorSpec:
@@ -73,7 +82,7 @@ def load_samples(path: Path, specs: tuple[TensorSpec, ...]) -> SampleSet:
                          detail=str(error)) from error
     if len(arrays) == 1 and len(specs) == 1:
         arrays = {specs[0].name: next(iter(arrays.values()))}
-    return SampleSet(_check_arrays(arrays, specs, path), f"{path.name}")
+    return SampleSet(_check_arrays(arrays, specs, path), f"{path.name}", _ranks(specs))
 
 
 def _only_input(specs: tuple[TensorSpec, ...], path: Path) -> TensorSpec:
@@ -89,15 +98,27 @@ def _check_arrays(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], 
         if spec.name not in arrays:
             raise UsageError(f"{path} has no array named {spec.name!r} (it has {sorted(arrays)}); "
                              "key the .npz by the model's input names")
-        array = arrays[spec.name]
-        if array.ndim == len(spec.shape) - 1:
-            array = array[None]
-        if array.ndim != len(spec.shape) or any(
-                want is not None and got != want for want, got in zip(spec.shape[1:], array.shape[1:])):
-            raise UsageError(f"{path}: array {spec.name!r} has shape {array.shape}, the model wants "
-                             f"(samples, {', '.join(str(d) for d in spec.shape[1:])})")
-        checked[spec.name] = array.astype(spec.dtype, copy=False)
+        checked[spec.name] = _with_sample_axis(arrays[spec.name], spec, path).astype(spec.dtype, copy=False)
     return checked
+
+
+def _fits(shape: tuple[int, ...], wanted: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(wanted) and all(w is None or w == d for d, w in zip(shape, wanted))
+
+
+def _with_sample_axis(array: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
+    """The array with samples along axis 0, either as stacked batches of one or as whole inputs."""
+    batch_of_one = bool(spec.shape) and spec.shape[0] in (1, None)
+    if batch_of_one and array.ndim == len(spec.shape) - 1 and _fits(array.shape, spec.shape[1:]):
+        return array[None]  # one sample given without its batch axis
+    if batch_of_one and _fits(array.shape[1:], spec.shape[1:]) and array.ndim == len(spec.shape):
+        return array
+    if array.ndim == len(spec.shape) + 1 and _fits(array.shape[1:], spec.shape):
+        return array
+    if not batch_of_one and _fits(array.shape, spec.shape):
+        return array[None]
+    wanted = ", ".join(str(d) for d in (spec.shape[1:] if batch_of_one else spec.shape))
+    raise UsageError(f"{path}: array {spec.name!r} has shape {array.shape}, the model wants (samples, {wanted})")
 
 
 def _load_image_folder(folder: Path, specs: tuple[TensorSpec, ...]) -> SampleSet:
@@ -124,7 +145,7 @@ def _load_image_folder(folder: Path, specs: tuple[TensorSpec, ...]) -> SampleSet
     origin = (f"{len(files)} images from {folder.name}/: resized to {height}x{width} (bilinear), "
               f"{'grayscale' if channels == 1 else 'RGB'}, scaled to [0, 1], "
               f"{'NCHW' if channels_first else 'NHWC'}, no mean/std normalisation")
-    return SampleSet({spec.name: np.stack(images).astype(spec.dtype)}, origin)
+    return SampleSet({spec.name: np.stack(images).astype(spec.dtype)}, origin, _ranks(specs))
 
 
 def random_samples(specs: tuple[TensorSpec, ...], count: int = RANDOM_SAMPLES) -> SampleSet:
@@ -135,9 +156,14 @@ def random_samples(specs: tuple[TensorSpec, ...], count: int = RANDOM_SAMPLES) -
         if any(d is None for d in spec.shape[1:]):
             raise UsageError(f"input {spec.name!r} has dynamic dimensions {spec.shape}: give a shape with "
                              f"--input {spec.name}:1,... or pass --calibration data")
-        shape = (count, *spec.shape[1:])
+        batch_of_one = bool(spec.shape) and spec.shape[0] in (1, None)
+        shape = (count, *(spec.shape[1:] if batch_of_one else spec.shape))
         if np.issubdtype(np.dtype(spec.dtype), np.integer):
             arrays[spec.name] = generator.integers(0, 10, size=shape).astype(spec.dtype)
         else:
             arrays[spec.name] = generator.standard_normal(shape).astype(spec.dtype)
-    return SampleSet(arrays, f"{count} seeded random samples (seed {RANDOM_SEED})")
+    return SampleSet(arrays, f"{count} seeded random samples (seed {RANDOM_SEED})", _ranks(specs))
+
+
+def _ranks(specs: tuple[TensorSpec, ...]) -> dict[str, int]:
+    return {spec.name: len(spec.shape) for spec in specs}

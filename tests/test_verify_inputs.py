@@ -77,3 +77,33 @@ def test_random_samples_are_seeded_and_need_static_shapes():
     assert np.array_equal(random_samples(spec).arrays["x"], random_samples(spec).arrays["x"])
     with pytest.raises(UsageError, match="dynamic"):
         random_samples((TensorSpec("x", (1, None)),))
+
+
+def test_inputs_whose_first_dimension_is_not_a_batch_of_one(tmp_path):
+    vector, fixed_batch = TensorSpec("x", (5,)), TensorSpec("y", (2, 3))
+    np.savez(tmp_path / "c.npz", x=np.ones((4, 5)), y=np.ones((4, 2, 3)))
+    samples = load_samples(tmp_path / "c.npz", (vector, fixed_batch))
+    feeds = samples.feeds()
+    assert len(feeds) == 4 and feeds[0]["x"].shape == (5,) and feeds[0]["y"].shape == (2, 3)
+    assert random_samples((vector, fixed_batch), count=3).feeds()[2]["y"].shape == (2, 3)
+    np.savez(tmp_path / "one.npz", x=np.ones(5), y=np.ones((2, 3)))  # a single sample, no sample axis
+    assert load_samples(tmp_path / "one.npz", (vector, fixed_batch)).count == 1
+
+
+def test_a_model_with_a_vector_input_converts_end_to_end(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import hub
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])], "vector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])],
+        [numpy_helper.from_array(np.arange(5, dtype=np.float32), "scale")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "vector.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((6, 5)))
+    result = hub.convert(tmp_path / "vector.onnx", to="onnxruntime-cpu", calibration=tmp_path / "calib.npz",
+                         output=tmp_path / "out")
+    assert result.report.source["inputs"] == [{"name": "x", "shape": [5], "dtype": "float32"}]
+    assert result.report.final.fidelity.samples == 6 and result.report.final.fidelity.max_abs == 0

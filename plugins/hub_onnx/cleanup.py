@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hub.declarations import StepContext
+from hub.errors import StepFailedError
 from hub_onnx.model_file import is_large, iter_nodes, load_model, save_model
 
 
@@ -20,6 +21,8 @@ def run_onnxslim(ctx: StepContext) -> Path:
     model = load_model(ctx.input_path)
     nodes_before = sum(1 for _ in iter_nodes(model))
     slimmed = onnxslim.slim(model)
+    if slimmed is None:  # onnxslim reports some failures by returning nothing
+        raise StepFailedError("onnxslim could not process this model (it returned no model)")
     output = save_model(slimmed, ctx.workdir / "model.slim.onnx")
     ctx.notes.update(nodes_before=nodes_before, nodes_after=sum(1 for _ in iter_nodes(slimmed)),
                      op_types_after=dict(Counter(n.op_type for n in iter_nodes(slimmed))))
