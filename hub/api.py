@@ -194,16 +194,9 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         if not specs:
             raise UsageError(f"cannot tell the inputs of {source.path}: give them with --input NAME:SHAPE[:DTYPE]")
         samples = _samples(calibration, specs)
-        report = Report(
-            source={"path": str(source.path), "format": source.format.name, "state": str(source.state),
-                    "bytes": source.bytes, "inputs": [s.to_json() for s in specs],
-                    "parameters": info.parameters},
-            target={"name": target.name, "backend": target.backend, "requires": target.requires.describe(),
-                    "compress": list(compress),
-                    "tolerance": _tolerance(target, tolerance).to_json()},
-            samples={"origin": samples.origin, "count": samples.count},
-            planned=[r.to_json() for r in routes[:max_routes]], cost_weights=weights_for(prefer).to_json(),
-        )
+        report = _new_report(source, info, specs, target, _tolerance(target, tolerance), samples,
+                             routes[:max_routes], prefer)
+        report.target["compress"] = list(compress)
         if calibration is None and any(p.step.needs_calibration for r in routes for p in r.steps):
             report.warnings.append("no --calibration given: calibrated on seeded random inputs, which usually "
                                    "costs accuracy; pass real samples")
@@ -231,6 +224,18 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         return ConversionResult(destination, report)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _new_report(source: Source, info: ModelInfo, specs: tuple[TensorSpec, ...], target: Target,
+                tolerance: Tolerance, samples: SampleSet, routes: list[Route], prefer: str) -> Report:
+    return Report(
+        source={"path": str(source.path), "format": source.format.name, "state": str(source.state),
+                "bytes": source.bytes, "inputs": [s.to_json() for s in specs], "parameters": info.parameters},
+        target={"name": target.name, "backend": target.backend, "requires": target.requires.describe(),
+                "tolerance": tolerance.to_json()},
+        samples={"origin": samples.origin, "count": samples.count},
+        planned=[r.to_json() for r in routes], cost_weights=weights_for(prefer).to_json(),
+    )
 
 
 def _check_platform(catalog: Catalog, runner: RouteRunner, artifact: Path, platform: str,
