@@ -3,8 +3,6 @@ and MatMul. The graph is unchanged; zeros are written into the weights (dense ON
 the notes give the gzip size, where they show)."""
 from __future__ import annotations
 
-import gzip
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +10,7 @@ import numpy as np
 
 from hub.declarations import StepContext
 from hub.errors import UsageError
+from hub.report import compressed_size
 from hub_onnx.model_file import iter_nodes, load_model, save_model
 
 if TYPE_CHECKING:
@@ -139,14 +138,3 @@ def sparsity_notes(weights: dict[str, np.ndarray], layers: list[tuple[str, bool]
         "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
         "exempt_layers": exempt,
     }
-
-
-def compressed_size(path: Path) -> dict[str, int]:
-    """The artifact's size and its gzip size (zeros compress; the dense file does not shrink)."""
-    probe = path.with_name(path.name + ".gz-probe")
-    with open(path, "rb") as source, open(probe, "wb") as sink:
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as zipped:
-            shutil.copyfileobj(source, zipped)
-    size = probe.stat().st_size
-    probe.unlink()
-    return {"bytes": path.stat().st_size, "gzip_bytes": size}

@@ -6,9 +6,7 @@ magnitudes and changes nothing else; strip_pruning then leaves plain layers whos
 """
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, UsageError
+from hub.report import compressed_size
 from hub_tfmot import PRUNE_OPTIONS
 
 
@@ -80,7 +79,7 @@ def prune_keras_h5(ctx: StepContext) -> Path:
             zeros, total = zeros + int((values == 0).sum()), total + values.size
     ctx.notes.update(method="tfmot prune_low_magnitude, ConstantSparsity, one shot", requested_sparsity=sparsity,
                      sparsity=round(zeros / max(total, 1), 4), layer_sparsity=per_layer, exempt_layers=exempt,
-                     layers_pruned=len(prunable), bytes=output.stat().st_size, gzip_bytes=_gzip_size(output))
+                     layers_pruned=len(prunable), **compressed_size(output))
     return output
 
 
@@ -110,13 +109,3 @@ def _samples(ctx: StepContext, model: Any, options: dict[str, Any]) -> Any:
 
 def _first(feeds: Any) -> Any:
     return feeds[0] if isinstance(feeds, list) else feeds
-
-
-def _gzip_size(path: Path) -> int:
-    probe = path.with_name(path.name + ".gz-probe")
-    with open(path, "rb") as source, open(probe, "wb") as sink:
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as zipped:
-            shutil.copyfileobj(source, zipped)
-    size = probe.stat().st_size
-    probe.unlink()
-    return size

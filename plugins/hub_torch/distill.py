@@ -18,8 +18,9 @@ import numpy as np
 
 from hub.declarations import StepContext
 from hub.errors import UsageError
+from hub.report import compressed_size
 from hub_torch.detect import is_torch_export, is_torchscript
-from hub_torch.prune import compressed_size, save_program
+from hub_torch.prune import save_program
 from hub_torch.tensors import call_program, load_program, program_input_names, program_input_specs
 
 if TYPE_CHECKING:

@@ -9,14 +9,13 @@ re-parametrization is left behind.
 from __future__ import annotations
 
 import copy
-import gzip
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub.report import compressed_size
 from hub_torch.tensors import example_tensors, load_program, program_input_specs, quiet_torch_deprecations
 
 if TYPE_CHECKING:
@@ -217,16 +216,6 @@ def sparsity_notes(weights: dict, layers: list[WeightLayer], prunable: list[Weig
     }
 
 
-def compressed_size(path: Path) -> dict[str, int]:
-    """The artifact's size and its gzip size: dense formats store zeros at full width, compression shows them."""
-    with open(path, "rb") as source, open(path.with_suffix(".gz-probe"), "wb") as sink:
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as zipped:
-            shutil.copyfileobj(source, zipped)
-    size = path.with_suffix(".gz-probe").stat().st_size
-    path.with_suffix(".gz-probe").unlink()
-    return {"bytes": path.stat().st_size, "gzip_bytes": size}
-
-
 def save_program(program: "ExportedProgram", path: Path) -> Path:
     import torch
 
@@ -241,7 +230,6 @@ def modules_from_program(program: "ExportedProgram") -> "torch.nn.Module":
     """program.module() with every aten conv2d/conv1d/linear/batch_norm call on parameters replaced by a real
     nn.Conv*/nn.Linear/nn.BatchNorm* module holding those parameters (the same numbers), and without the guard
     call. The result is a plain fx GraphModule: trainable, traceable by Torch-Pruning, exportable again."""
-    import torch
     from torch import fx, nn
 
     unlifted = program.module()
