@@ -435,6 +435,8 @@ def main() -> None:
                         row["hub_relaxed"] = hub_check(folder / "model.onnx", info, work, relaxed=True)
                     if not args.no_baseline:
                         row["onnx2tf"] = baseline_check(folder / "model.onnx", info, work)
+            if args.no_baseline and "onnx2tf" in results.get(key, {}):
+                row["onnx2tf"] = results[key]["onnx2tf"]  # keep the baseline measured earlier
             results[key] = row
             hub_status = row.get("hub", {}).get("status", "skipped")
             print(f"{key}: hub {hub_status} ({row.get('hub', {}).get('seconds', '-')} s)"

@@ -88,6 +88,8 @@ class Backend:
     prepare: "module:function" taking no arguments that sets the platform's runtime up once (idempotent; may
         download packages; prints progress to stderr) and returns a one-line description of it.
     prepared: "module:function" taking no arguments and cheaply telling whether prepare has run.
+    priority: among backends for one format (after the target's own), lower runs verification first; a
+        backend that refuses a model (UnsupportedModelError) hands it to the next.
     """
 
     name: str
@@ -100,6 +102,7 @@ class Backend:
     platform: str | None = None
     prepare: str | None = None
     prepared: str | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)

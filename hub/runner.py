@@ -87,13 +87,16 @@ class RouteRunner:
 
     # ---- backends and verification -----------------------------------------------------------------------
 
+    def backends_for(self, format_name: str) -> list[Backend]:
+        """Installed local backends running a format: the target's first, then by priority and name."""
+        ordered = sorted(self.catalog.backends.values(),
+                         key=lambda b: (b.name != self.target.backend, b.priority, b.name))
+        return [b for b in ordered if b.platform is None and format_name in b.formats
+                and not missing_requirements(b.requires)]
+
     def backend_for(self, format_name: str) -> Backend | None:
-        preferred = self.catalog.backends.get(self.target.backend)
-        candidates = ([preferred] if preferred else []) + sorted(self.catalog.backends.values(), key=lambda b: b.name)
-        for backend in candidates:
-            if backend.platform is None and format_name in backend.formats and not missing_requirements(backend.requires):
-                return backend
-        return None
+        candidates = self.backends_for(format_name)
+        return candidates[0] if candidates else None
 
     def samples_for(self, layout: str) -> Path:
         """The verification samples in the layout an artifact expects (the source's, or channels-last)."""
@@ -106,15 +109,23 @@ class RouteRunner:
         return path
 
     def run_outputs(self, artifact: Path, state: ModelState) -> list[list[np.ndarray]] | None:
-        backend = self.backend_for(state.format)
-        if backend is None:
-            return None
-        outputs_path = self._scratch("outputs") / "outputs.npz"
-        self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
-                                 "samples_path": str(self.samples_for(state.layout)),
-                                 "outputs_path": str(outputs_path), "threads": self.settings.threads,
-                                 "options": self.settings.step_options.get("*", {})})
-        return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
+        """The artifact's outputs on the verification samples, from the first backend that can load it (an old
+        ONNX opset that ONNX Runtime refuses still runs on the ONNX reference evaluator)."""
+        refusals: list[UnsupportedModelError] = []
+        for backend in self.backends_for(state.format):
+            outputs_path = self._scratch("outputs") / "outputs.npz"
+            try:
+                self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
+                                         "samples_path": str(self.samples_for(state.layout)),
+                                         "outputs_path": str(outputs_path), "threads": self.settings.threads,
+                                         "options": self.settings.step_options.get("*", {})})
+            except UnsupportedModelError as refusal:
+                refusals.append(refusal)
+                continue
+            return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
+        if refusals:
+            raise refusals[0]
+        return None
 
     def _reference_outputs(self) -> list[list[np.ndarray]] | None:
         if self.reference is None and not self.reference_note:
@@ -160,10 +171,14 @@ class RouteRunner:
         remembered = self.cache.recall(key)
         if remembered is not None:
             return remembered
-        return self.cache.remember(key, self._call("latency", {
-            "ref": backend.latency, "model_path": str(artifact), "samples_path": str(self.samples_for(state.layout)),
-            "threads": self.settings.threads, "repeats": LATENCY_REPEATS,
-            "options": self.settings.step_options.get("*", {})}))
+        try:
+            measured = self._call("latency", {
+                "ref": backend.latency, "model_path": str(artifact),
+                "samples_path": str(self.samples_for(state.layout)), "threads": self.settings.threads,
+                "repeats": LATENCY_REPEATS, "options": self.settings.step_options.get("*", {})})
+        except UnsupportedModelError:  # e.g. an old-opset source that only the reference evaluator runs
+            return None
+        return self.cache.remember(key, measured)
 
     # ---- steps and routes ---------------------------------------------------------------------------------
 

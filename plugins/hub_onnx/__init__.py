@@ -11,7 +11,7 @@ reduce_range; int4 takes block_size (16-256), symmetric, accuracy_level, quantiz
 """
 from __future__ import annotations
 
-from hub.declarations import Format, Step
+from hub.declarations import Backend, Format, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
@@ -55,6 +55,22 @@ def hub_formats() -> list[Format]:
             description="ONNX model (protobuf); external data is read only from the model's own folder",
             requires=ONNX,
             extra="onnx",
+        )
+    ]
+
+
+@hookimpl
+def hub_backends() -> list[Backend]:
+    return [
+        Backend(
+            name="onnx-reference",
+            formats=frozenset({"onnx"}),
+            run="hub_onnx.reference:run_samples",
+            description="onnx's reference evaluator: slow, exact, runs every opset; used when ONNX Runtime "
+                        "refuses a model (old opsets)",
+            requires=("onnx>=1.16",),
+            extra="onnx",
+            priority=10,
         )
     ]
 
