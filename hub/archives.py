@@ -22,7 +22,7 @@ def is_archive(path: Path) -> bool:
         return False
     try:
         return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except OSError:
+    except Exception:  # a damaged header is simply not an archive
         return False
 
 
@@ -96,8 +96,8 @@ def unpack_model_archive(archive: Path, destination: Path) -> Path:
     except UnsupportedModelError:
         shutil.rmtree(destination, ignore_errors=True)
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+    except Exception as error:  # zlib.error, CRC mismatches, bad names: any damage is the file's, not ours
         shutil.rmtree(destination, ignore_errors=True)
-        raise UnsupportedModelError(f"{archive} is a damaged archive: {error}") from error
+        raise UnsupportedModelError(f"{archive} is a damaged archive: {type(error).__name__}: {error}") from error
     entries = list(destination.iterdir())
     return entries[0] if len(entries) == 1 else destination

@@ -78,3 +78,13 @@ def test_report_fuzz_cases(capsys):
         print(f"\nfuzz: {CASES['detect']} detection cases and {CASES['inspect']} full loader cases, "
               "all ended in a model or one of our errors")
     assert CASES["detect"] >= 100 and CASES["inspect"] >= 20
+
+
+def test_a_damaged_deflate_stream_in_an_archive_is_our_error(tmp_path):
+    """Found by the fuzzer: a zip whose compressed data is corrupt raised zlib.error from unpacking."""
+    np.savez_compressed(tmp_path / "a.npz", x=np.arange(1000.0))
+    damaged = bytearray((tmp_path / "a.npz").read_bytes())
+    damaged[60] ^= 0xFF
+    (tmp_path / "bad.npz").write_bytes(bytes(damaged))
+    with pytest.raises(HubError, match="damaged archive"):
+        detect_source(load_catalog(), tmp_path / "bad.npz", tmp_path / "scratch")
