@@ -96,7 +96,7 @@ def test_distillation_recovers_fidelity_lost_to_pruning(digits_model, tmp_path):
     assert distilled.report.route[:2] == ["torch-magnitude-prune", "torch-distill"]
     notes = _step(distilled, "torch-distill").notes
     assert notes["pruned_weights_kept_zero"] and notes["masked_parameters"] == 3
-    assert notes["steps"] == 300 and notes["seconds"] < 120
+    assert notes["steps"] == 300
     assert notes["fidelity_after"]["train"]["cosine"] > notes["fidelity_before"]["train"]["cosine"]
     before, after = pruned.report.final.fidelity.cosine, distilled.report.final.fidelity.cosine
     assert after > before + 0.01, (before, after)
