@@ -1,6 +1,7 @@
 """End to end through the real libraries: torch.export -> ONNX -> ONNX Runtime, on a trained CNN."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_rerun_is_served_from_the_cache(digits_model, tmp_path):
 
 
 def test_in_memory_module_with_example_inputs(digits_model, tmp_path):
-    module = digits_model["module"].train()
+    module = copy.deepcopy(digits_model["module"]).train()  # the session's module stays in eval mode
     result = hub.convert(module, to="onnxruntime-cpu", example_inputs=(digits_model["images"][:1],),
                          output=tmp_path)
     assert module.training  # the caller's module keeps its mode
