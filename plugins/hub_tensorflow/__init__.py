@@ -51,12 +51,12 @@ def _tflite_steps(source: str, accepts: Requirement, seconds_offset: float) -> l
             name=f"{source}-to-tflite{terms['suffix']}",
             accepts=accepts,
             produces={"format": "tflite", "precision": precision, "graph": "raw"},
-            run=f"hub_tensorflow.tflite:convert_{source}_{precision.replace('-', '_')}",
+            run=f"hub_tensorflow.tflite:convert_{source}",
             description=f"{source} -> TFLite with tf.lite.TFLiteConverter: {terms['about']}",
             seconds=terms["seconds"] + seconds_offset, seconds_per_mb=0.1,
             fidelity_loss=terms["fidelity_loss"], size_ratio=terms["size_ratio"],
             needs_calibration=precision == "int8",
-            options=INT8_OPTIONS if precision == "int8" else {},
+            options={"precision": precision, **(INT8_OPTIONS if precision == "int8" else {})},
             requires=(TENSORFLOW,), extra=EXTRA,
         ))
     return steps

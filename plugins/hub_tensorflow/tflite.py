@@ -23,36 +23,14 @@ CONVERTER_ERROR = re.compile(r"error: ([^\n]+)")
 MAX_DIAGNOSTICS = 5
 
 
-def convert_keras_fp32(ctx: StepContext) -> Path:
-    return _convert(ctx, _keras_converter, "fp32")
+def convert_keras(ctx: StepContext) -> Path:
+    """A Keras model -> TFLite at ctx.options["precision"] (fp32, fp16, int8-dynamic or int8)."""
+    return _convert(ctx, _keras_converter, ctx.options["precision"])
 
 
-def convert_keras_fp16(ctx: StepContext) -> Path:
-    return _convert(ctx, _keras_converter, "fp16")
-
-
-def convert_keras_int8_dynamic(ctx: StepContext) -> Path:
-    return _convert(ctx, _keras_converter, "int8-dynamic")
-
-
-def convert_keras_int8(ctx: StepContext) -> Path:
-    return _convert(ctx, _keras_converter, "int8")
-
-
-def convert_savedmodel_fp32(ctx: StepContext) -> Path:
-    return _convert(ctx, _savedmodel_converter, "fp32")
-
-
-def convert_savedmodel_fp16(ctx: StepContext) -> Path:
-    return _convert(ctx, _savedmodel_converter, "fp16")
-
-
-def convert_savedmodel_int8_dynamic(ctx: StepContext) -> Path:
-    return _convert(ctx, _savedmodel_converter, "int8-dynamic")
-
-
-def convert_savedmodel_int8(ctx: StepContext) -> Path:
-    return _convert(ctx, _savedmodel_converter, "int8")
+def convert_savedmodel(ctx: StepContext) -> Path:
+    """A SavedModel -> TFLite at ctx.options["precision"]."""
+    return _convert(ctx, _savedmodel_converter, ctx.options["precision"])
 
 
 def _keras_converter(ctx: StepContext) -> Any:
