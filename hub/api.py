@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
+from hub.environments import python_for
 from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, StepFailedError, UnknownTargetError,
                         UnsupportedModelError, UsageError)
 from hub.platforms import PlatformCheck, check_on_platform
@@ -120,7 +121,8 @@ def describe(source: Source, options: dict, cache: StepCache | None = None) -> M
     if value is None:
         try:
             described = call_worker("describe", {"ref": source.format.describe, "path": str(source.path),
-                                                 "options": options}, timeout=DESCRIBE_TIMEOUT)
+                                                 "options": options}, timeout=DESCRIBE_TIMEOUT,
+                                    python=python_for(load_catalog(), source.format.environment))
         except StepFailedError as error:  # the library could not read a file its format detector accepted
             raise UnsupportedModelError(
                 f"{source.path} looks like {source.format.name} but cannot be read: {error.message}; it may be "

@@ -60,9 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]")
     verify.add_argument("--json", action="store_true", help="print the check as JSON")
 
-    environments = commands.add_parser("env", help="prepare the runtime of another platform ahead of time")
-    environments.add_argument("action", choices=["create"])
-    environments.add_argument("platform", help="e.g. arm64")
+    environments = commands.add_parser(
+        "env", help="create a hub-managed Python environment a plugin runs in (e.g. mindspore), or prepare the "
+                    "runtime of another platform (e.g. arm64); `list` shows them")
+    environments.add_argument("action", choices=["create", "list"])
+    environments.add_argument("name", nargs="?", help="an environment or platform name (see `hub env list`)")
 
     commands.add_parser("targets", help="list targets, their backend, and whether they are usable here")
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
@@ -217,14 +219,32 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    from hub.platforms import platform_backends, prepare
+    from hub import environments
+    from hub.errors import UsageError
+    from hub.platforms import is_prepared, platform_backends, prepare
     from hub.plugins import load_catalog
 
-    backends = [b for b in platform_backends(load_catalog()) if b.platform == args.platform]
+    catalog = load_catalog()
+    platforms = platform_backends(catalog)
+    if args.action == "create" and not args.name:
+        raise UsageError("say which: `hub env create NAME` (see `hub env list`)")
+    if args.action == "list":
+        for environment in sorted(catalog.environments.values(), key=lambda e: e.name):
+            state = "created" if environments.is_created(environment) else "not created"
+            print(f"environment {environment.name}: {state} ({environments.location(environment.name)}); "
+                  f"{', '.join(environment.requirements)}")
+        for backend in platforms:
+            print(f"platform {backend.platform}: {'ready' if is_prepared(backend) else 'not prepared'} "
+                  f"({backend.name})")
+        return 0
+    if args.name in catalog.environments:
+        print(f"{args.name}: {environments.create(catalog, args.name)}")
+        return 0
+    backends = [b for b in platforms if b.platform == args.name]
     if not backends:
-        from hub.errors import UsageError
-
-        raise UsageError(f"no installed plugin provides platform {args.platform!r} (see `hub targets`)")
+        known = sorted({*catalog.environments, *(b.platform for b in platforms)})
+        raise UsageError(f"no installed plugin provides an environment or platform {args.name!r}; "
+                         f"known: {', '.join(known) or 'none'} (see `hub env list`)")
     for backend in backends:
         print(f"{backend.name}: {prepare(backend)}")
     return 0

@@ -25,6 +25,7 @@ class Format:
     object_types: fully qualified class names of in-memory models this format can hold (e.g.
         "torch.nn.modules.module.Module"); save_object: "module:function" taking (obj, example_inputs, Path)
         that writes such an object as a file of this format. The Python API uses them for in-memory models.
+    environment: the name of a hub-managed Environment that describe runs in (None: the hub's own).
     """
 
     name: str
@@ -37,6 +38,7 @@ class Format:
     extra: str | None = None
     object_types: tuple[str, ...] = ()
     save_object: str | None = None
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Step:
     min_cosine: for a lossy compression step the user asked for (pruning, clipping), the cosine below which its
         output is rejected, instead of the target's tolerance; later steps of the route inherit the relaxed
         bound. An explicit --min-cosine from the user wins.
+    environment: the name of a hub-managed Environment whose interpreter runs the step (None: the hub's own);
+        then `requires` is not checked against the hub's environment (the Environment's requirements hold).
     """
 
     name: str
@@ -70,6 +74,7 @@ class Step:
     extra: str | None = None
     timeout: float | None = None
     min_cosine: float | None = None
+    environment: str | None = None
 
     def result_state(self, state: ModelState) -> ModelState:
         return state.changed(self.produces)
@@ -90,6 +95,7 @@ class Backend:
     prepared: "module:function" taking no arguments and cheaply telling whether prepare has run.
     priority: among backends for one format (after the target's own), lower runs verification first; a
         backend that refuses a model (UnsupportedModelError) hands it to the next.
+    environment: the name of a hub-managed Environment whose interpreter runs the backend (None: the hub's own).
     """
 
     name: str
@@ -103,6 +109,21 @@ class Backend:
     prepare: str | None = None
     prepared: str | None = None
     priority: int = 0
+    environment: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A separate Python environment that the hub creates (`hub env create NAME`) and runs some plugin code in.
+
+    For frameworks whose dependencies conflict with the hub's environment (mindspore wants numpy < 2): steps,
+    backends and formats that name it run in workers started with its interpreter. The hub installs
+    `requirements` plus its own core dependencies there and links the hub and the declaring plugins' packages in.
+    """
+
+    name: str
+    requirements: tuple[str, ...]
+    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pluggy
 
-from hub.declarations import Backend, Format, Step, Target
+from hub.declarations import Backend, Environment, Format, Step, Target
 
 PROJECT = "hub"
 
@@ -53,3 +53,11 @@ def hub_backends() -> list[Backend]:
 @hookspec
 def hub_targets() -> list[Target]:
     """Targets beyond those in registry.yaml. A plugin target with the name of a registry target replaces it."""
+
+
+@hookspec
+def hub_environments() -> list[Environment]:
+    """Separate Python environments this plugin's steps, backends or formats run in (see Environment).
+
+    Environment names are global: two plugins declaring the same name is an error.
+    """

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from hub.declarations import Step, Target
 from hub.errors import UsageError
-from hub.plugins import Catalog, install_hint, missing_requirements
+from hub.plugins import Catalog, install_hint, missing_for
 from hub.states import ModelState
 
 MAX_STEPS = 8
@@ -102,7 +102,7 @@ def step_cost(step: Step, input_mb: float, weights: Weights) -> tuple[float, flo
 
 
 def available_steps(catalog: Catalog) -> list[Step]:
-    return [s for s in catalog.steps.values() if not missing_requirements(s.requires)]
+    return [s for s in catalog.steps.values() if not missing_for(s, catalog)]
 
 
 def enumerate_routes(
@@ -181,7 +181,7 @@ def explain_no_route(catalog: Catalog, source: ModelState, target: Target, sourc
                                   PREFERENCES["balanced"]):
         hints = []
         for planned in route.steps:
-            missing = missing_requirements(planned.step.requires)
+            missing = missing_for(planned.step, catalog)
             if missing:
                 hints.append(f"{planned.name} needs {', '.join(missing)}: {install_hint(planned.step.extra, missing)}")
         lines.append("  a route exists once installed: " + " -> ".join(route.names))

@@ -11,7 +11,8 @@ import numpy as np
 
 from hub.declarations import Backend
 from hub.errors import MissingDependencyError, UsageError
-from hub.plugins import Catalog, missing_requirements
+from hub.environments import python_for
+from hub.plugins import Catalog, missing_for
 from hub.states import ModelState
 from hub.worker import call_worker, load_outputs, resolve
 
@@ -44,7 +45,7 @@ def platform_backends(catalog: Catalog) -> list[Backend]:
 def platform_backend(catalog: Catalog, platform: str, format_name: str) -> Backend:
     for backend in platform_backends(catalog):
         if backend.platform == platform and format_name in backend.formats:
-            missing = missing_requirements(backend.requires)
+            missing = missing_for(backend, catalog)
             if missing:
                 raise MissingDependencyError(f"the {platform} check needs {', '.join(missing)}")
             return backend
@@ -62,11 +63,13 @@ def prepare(backend: Backend) -> str:
     return str(resolve(backend.prepare)()) if backend.prepare else backend.description
 
 
-def _run(backend: Backend, model: Path, samples_path: Path, threads: int, timeout: float) -> list[list[np.ndarray]]:
+def _run(catalog: Catalog, backend: Backend, model: Path, samples_path: Path, threads: int,
+         timeout: float) -> list[list[np.ndarray]]:
     with tempfile.TemporaryDirectory(prefix="hub-platform-") as scratch:
         outputs_path = Path(scratch) / "outputs.npz"
         call_worker("run_model", {"ref": backend.run, "model_path": str(model), "samples_path": str(samples_path),
-                                  "outputs_path": str(outputs_path), "threads": threads}, timeout=timeout)
+                                  "outputs_path": str(outputs_path), "threads": threads}, timeout=timeout,
+                    python=python_for(catalog, backend.environment))
         return load_outputs(outputs_path)
 
 
@@ -92,14 +95,15 @@ def check_on_platform(catalog: Catalog, platform: str, model: Path, state: Model
     """Run `model` locally and on `platform` with the same samples and compare the outputs."""
     backend = platform_backend(catalog, platform, state.format)
     runtime = prepare(backend)
-    reference = _run(reference_backend, model, samples_path, threads, timeout)
+    reference = _run(catalog, reference_backend, model, samples_path, threads, timeout)
     started = time.perf_counter()
-    candidate = _run(backend, model, samples_path, threads, timeout)
+    candidate = _run(catalog, backend, model, samples_path, threads, timeout)
     per_inference = (time.perf_counter() - started) * 1000 / max(sample_count, 1)  # start-up included
     if backend.latency:
         per_inference = call_worker("latency", {"ref": backend.latency, "model_path": str(model),
                                                 "samples_path": str(samples_path), "threads": threads,
-                                                "repeats": LATENCY_REPEATS}, timeout=timeout)
+                                                "repeats": LATENCY_REPEATS}, timeout=timeout,
+                                     python=python_for(catalog, backend.environment))
     exact = state.precision in INTEGER_PRECISIONS
     first, max_abs = _first_mismatch(reference, candidate, exact)
     if len(reference) != len(candidate):

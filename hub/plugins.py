@@ -15,7 +15,7 @@ import pluggy
 from packaging.requirements import InvalidRequirement, Requirement as PackageRequirement
 
 from hub import hookspecs
-from hub.declarations import Backend, Format, Step, Target
+from hub.declarations import Backend, Environment, Format, Step, Target
 from hub.errors import PluginError
 
 ENTRY_POINT_GROUP = "hub"
@@ -35,6 +35,7 @@ class PluginRecord:
     compressors: list[Step] = field(default_factory=list)
     backends: list[Backend] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    environments: list[Environment] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Catalog:
     backends: dict[str, Backend]
     targets: dict[str, Target]
     owner: dict[str, str]  # declaration name -> plugin name
+    environments: dict[str, Environment] = field(default_factory=dict)
 
     def step_kind(self, name: str) -> str:
         for record in self.plugins:
@@ -74,7 +76,22 @@ def missing_requirements(requires: tuple[str, ...]) -> list[str]:
     return missing
 
 
+def missing_for(declared: Format | Step | Backend, catalog: Catalog) -> list[str]:
+    """What keeps a declaration from running here: its unmet requirements, or its environment not created yet."""
+    if not declared.environment:
+        return missing_requirements(declared.requires)
+    from hub.environments import is_created
+
+    environment = catalog.environments.get(declared.environment)
+    if environment is None:
+        return [f"environment {declared.environment!r} (no installed plugin declares it)"]
+    return [] if is_created(environment) else [f"environment {environment.name!r}"]
+
+
 def install_hint(extra: str | None, missing: list[str]) -> str:
+    environments = [m.split("'")[1] for m in missing if m.startswith("environment '")]
+    if environments:
+        return " and ".join(f"hub env create {name}" for name in environments)
     if extra:
         return f"pip install 'conversion-hub[{extra}]'"
     return "pip install " + " ".join(f"'{m.split(' (')[0]}'" for m in missing)
@@ -105,6 +122,7 @@ def _collect(manager: pluggy.PluginManager, module: ModuleType, record: PluginRe
         ("hub_compressors", "compressors"),
         ("hub_backends", "backends"),
         ("hub_targets", "targets"),
+        ("hub_environments", "environments"),
     ]:
         for declared in caller(hook_name, remove_plugins=others)():
             getattr(record, attribute).extend(declared or [])
@@ -120,6 +138,7 @@ def _index(records: list[PluginRecord], targets_from_registry: list[Target]) -> 
             ("format", record.formats, catalog.formats),
             ("step", record.converters + record.compressors, catalog.steps),
             ("backend", record.backends, catalog.backends),
+            ("environment", record.environments, catalog.environments),
         ]:
             for item in items:
                 if item.name in table:

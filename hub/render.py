@@ -9,7 +9,7 @@ from rich.table import Table
 
 from hub.planner import PlannedStep, Route
 from hub.platforms import is_prepared, platform_backends
-from hub.plugins import install_hint, load_catalog, missing_requirements
+from hub.plugins import install_hint, load_catalog, missing_for
 from hub.report import RouteFailure, StepRecord, human_bytes
 from hub.verify import Fidelity
 
@@ -155,14 +155,14 @@ def print_targets() -> None:
         if backend is None:
             usable = f"no: no plugin provides backend {target.backend!r}"
         else:
-            missing = missing_requirements(backend.requires)
+            missing = missing_for(backend, catalog)
             usable = f"no: {install_hint(backend.extra, missing)}" if missing else "yes"
         table.add_row(name, target.backend, target.requires.describe(), usable, catalog.owner.get(name, "?"))
     stdout.print(table)
     for name in sorted(catalog.targets):
         stdout.print(f"  {name}: {catalog.targets[name].description}")
     for backend in platform_backends(catalog):
-        missing = missing_requirements(backend.requires)
+        missing = missing_for(backend, catalog)
         if missing:
             status = f"unavailable: {install_hint(backend.extra, missing)}"
         elif is_prepared(backend):
@@ -178,7 +178,7 @@ def plugins_json() -> list[dict]:
     rows = []
     for record in catalog.plugins:
         declared = record.formats + record.converters + record.compressors + record.backends
-        missing = sorted({m for d in declared for m in missing_requirements(getattr(d, "requires", ()))})
+        missing = sorted({m for d in declared for m in missing_for(d, catalog)})
         extras = sorted({d.extra for d in declared if getattr(d, "extra", None)})
         rows.append({
             "name": record.name, "module": record.module, "origin": record.origin, "error": record.error,

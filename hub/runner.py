@@ -17,7 +17,8 @@ from hub.declarations import Backend, Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
-from hub.plugins import Catalog, missing_requirements
+from hub.environments import python_for
+from hub.plugins import Catalog, missing_for
 from hub.report import FinalRecord, RouteFailure, StepRecord, artifact_bytes
 from hub.sources import Source
 from hub.verify import Fidelity, compare
@@ -81,9 +82,10 @@ class RouteRunner:
         self.final_state: ModelState = source.state
         self._job = 0
 
-    def _call(self, kind: str, args: dict, timeout: float | None = None, cwd: Path | None = None) -> Any:
+    def _call(self, kind: str, args: dict, timeout: float | None = None, cwd: Path | None = None,
+              environment: str | None = None) -> Any:
         return call_worker(kind, args, timeout=timeout or self.settings.step_timeout, cwd=cwd,
-                           memory_limit_mb=self.settings.memory_limit_mb)
+                           python=python_for(self.catalog, environment), memory_limit_mb=self.settings.memory_limit_mb)
 
     # ---- backends and verification -----------------------------------------------------------------------
 
@@ -92,7 +94,7 @@ class RouteRunner:
         ordered = sorted(self.catalog.backends.values(),
                          key=lambda b: (b.name != self.target.backend, b.priority, b.name))
         return [b for b in ordered if b.platform is None and format_name in b.formats
-                and not missing_requirements(b.requires)]
+                and not missing_for(b, self.catalog)]
 
     def backend_for(self, format_name: str) -> Backend | None:
         candidates = self.backends_for(format_name)
@@ -118,7 +120,8 @@ class RouteRunner:
                 self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
                                          "samples_path": str(self.samples_for(state.layout)),
                                          "outputs_path": str(outputs_path), "threads": self.settings.threads,
-                                         "options": self.settings.step_options.get("*", {})})
+                                         "options": self.settings.step_options.get("*", {})},
+                           environment=backend.environment)
             except UnsupportedModelError as refusal:
                 refusals.append(refusal)
                 continue
@@ -175,7 +178,8 @@ class RouteRunner:
             measured = self._call("latency", {
                 "ref": backend.latency, "model_path": str(artifact),
                 "samples_path": str(self.samples_for(state.layout)), "threads": self.settings.threads,
-                "repeats": LATENCY_REPEATS, "options": self.settings.step_options.get("*", {})})
+                "repeats": LATENCY_REPEATS, "options": self.settings.step_options.get("*", {})},
+                environment=backend.environment)
         except UnsupportedModelError:  # e.g. an old-opset source that only the reference evaluator runs
             return None
         return self.cache.remember(key, measured)
@@ -252,7 +256,7 @@ class RouteRunner:
             "input_path": str(private_input), "workdir": str(workdir), "options": options,
             "inputs": [s.to_json() for s in self.inputs],
             "calibration": str(self.calibration_path) if planned.step.needs_calibration else None,
-        }}, timeout=planned.step.timeout, cwd=workdir)
+        }}, timeout=planned.step.timeout, cwd=workdir, environment=planned.step.environment)
         output = Path(value["path"]).resolve()
         if not output.exists() or workdir.resolve() not in output.parents:
             raise StepFailedError(f"step {planned.name} returned {output}, which is not a file it wrote in its "

@@ -192,7 +192,7 @@ def call_worker(kind: str, args: dict, timeout: float | None, cwd: Path | None =
             process = subprocess.Popen(
                 [python or sys.executable, "-m", "hub.worker", str(job_path)],
                 cwd=cwd or scratch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=_worker_environment(),
+                start_new_session=True, env=_worker_environment(own_interpreter=python is None),
             )
             try:
                 returncode = _watch(process, timeout, memory_limit_mb)
@@ -205,10 +205,15 @@ def call_worker(kind: str, args: dict, timeout: float | None, cwd: Path | None =
         return _outcome(result_path, returncode, log_path)
 
 
-def _worker_environment() -> dict[str, str]:
+def _worker_environment(own_interpreter: bool) -> dict[str, str]:
     environment = dict(os.environ)
-    # the worker must import the same hub and plugins as the parent, even when they are not installed
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path[1:], environment.get("PYTHONPATH")]))
+    if own_interpreter:
+        # the worker must import the same hub and plugins as the parent, even when they are not installed
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path[1:], environment.get("PYTHONPATH")]))
+    else:
+        # another environment's interpreter (hub.environments) must not see this one's packages; the hub and its
+        # plugins are linked into it
+        environment.pop("PYTHONPATH", None)
     environment.setdefault("PYTHONHASHSEED", "0")
     return environment
 
