@@ -180,6 +180,66 @@ def test_onnxslim_keeps_outputs_and_drops_nodes(fp32_model, tmp_path, samples):
     assert folder_listing(fp32_model.parent) == before
 
 
+def opset6_broadcast_add(folder: Path) -> Path:
+    """Add with opset 6's broadcast/axis attributes (bias along axis 1), a form ONNX Runtime no longer runs."""
+    import onnx
+
+    bias = numpy_helper.from_array(np.array([[1.0], [-2.0], [3.0]], dtype=np.float32), "bias")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"], broadcast=1, axis=1)], "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, [3, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])], initializer=[bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3)
+    path = folder / "old.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnxslim_moves_an_old_opset_to_a_current_one(tmp_path):
+    source = opset6_broadcast_add(tmp_path)
+    ctx = context(source, tmp_path / "work")
+    output = run_onnxslim(ctx)
+    assert ctx.notes["opset_upgraded_from"] == 6 and ctx.notes["opset"] >= 7
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    (result,) = run_samples(output, [{"x": x}], threads=1)[0]
+    np.testing.assert_allclose(result, x + np.array([1.0, -2.0, 3.0], dtype=np.float32)[None, :, None])
+
+
+def test_reference_backend_feeds_only_inputs_without_initializers(tmp_path):
+    from hub_onnx.reference import run_samples as run_reference
+
+    source = opset6_broadcast_add(tmp_path)  # IR 3: its initializer "bias" is listed among the graph inputs
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    for sample in ({"x": x}, {"unnamed": x}):
+        (result,) = run_reference(source, [sample], threads=1)[0]
+        np.testing.assert_allclose(result, x + np.array([1.0, -2.0, 3.0], dtype=np.float32)[None, :, None])
+
+
+def test_float64_model_is_narrowed_to_float32_everywhere(tmp_path):
+    import onnx
+
+    from hub_onnx.narrowing import computes_in_float64, float64_as_float32
+
+    scale = numpy_helper.from_array(np.array([0.5, 2.0, -1.0], dtype=np.float64), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["x64"], to=TensorProto.DOUBLE),
+         helper.make_node("Mul", ["x64", "scale"], ["y"])], "double",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 3])], initializer=[scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    assert computes_in_float64(model)
+    assert set(float64_as_float32(model)) >= {"y", "scale"}
+    assert not computes_in_float64(model)
+    onnx.checker.check_model(model, full_check=True)
+    path = tmp_path / "narrowed.onnx"
+    onnx.save(model, str(path))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (result,) = run_samples(path, [{"x": x}], threads=1)[0]
+    assert result.dtype == np.float32
+    np.testing.assert_allclose(result, x * np.array([0.5, 2.0, -1.0], dtype=np.float32))
+
+
 def test_quant_preprocess_keeps_outputs_and_leaves_only_its_output(fp32_model, tmp_path, samples):
     ctx = context(fp32_model, tmp_path / "work")
     before = folder_listing(fp32_model.parent)

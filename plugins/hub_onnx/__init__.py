@@ -83,7 +83,8 @@ def hub_compressors() -> list[Step]:
             accepts=FP32_RAW,
             produces={"graph": "optimized"},
             run="hub_onnx.cleanup:run_onnxslim",
-            description="onnxslim: constant folding, Conv+BN fusion, dead-node removal (lossless)",
+            description="onnxslim: constant folding, Conv+BN fusion, dead-node removal (lossless); a model older "
+                        "than opset 7 is first moved to opset 13 with onnx's version converter",
             seconds=2.0, seconds_per_mb=0.05, size_ratio=0.95,
             requires=ONNX + ("onnxslim>=0.1.50",), extra="onnx",
         ),

@@ -11,14 +11,23 @@ from typing import Any, Iterator
 
 from hub.declarations import StepContext
 from hub.errors import StepFailedError
-from hub_onnx.model_file import is_large, iter_nodes, load_model, save_model
+from hub_onnx.model_file import is_large, iter_nodes, load_model, opset_version, save_model
+from hub_onnx.opset import upgraded
+
+# onnxslim shape-infers with ONNX Runtime's symbolic inference, which returns None below opset 7.
+OLDEST_SLIMMABLE_OPSET = 7
 
 
 def run_onnxslim(ctx: StepContext) -> Path:
-    """Fold constants, fuse Conv+BN and drop dead nodes with onnxslim."""
+    """Fold constants, fuse Conv+BN and drop dead nodes with onnxslim; a model older than opset 7 is moved to a
+    current opset first (onnxslim's shape inference returns nothing for it, and it would fail on a None)."""
     import onnxslim
 
     model = load_model(ctx.input_path)
+    opset_before = opset_version(model)
+    if opset_before is not None and opset_before < OLDEST_SLIMMABLE_OPSET:
+        model = upgraded(model)
+        ctx.notes.update(opset_upgraded_from=opset_before, opset=opset_version(model))
     nodes_before = sum(1 for _ in iter_nodes(model))
     slimmed = onnxslim.slim(model)
     if slimmed is None:  # onnxslim reports some failures by returning nothing

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from hub.errors import UnsupportedModelError
-from hub_onnx.model_file import load_model
+from hub_onnx.model_file import graph_inputs, load_model
 
 
 def run_samples(model_path: Path, samples: list[dict[str, np.ndarray]], threads: int) -> list[list[np.ndarray]]:
@@ -19,7 +19,8 @@ def run_samples(model_path: Path, samples: list[dict[str, np.ndarray]], threads:
     except Exception as error:  # the evaluator's own message says which operator it lacks
         raise UnsupportedModelError(f"the ONNX reference evaluator cannot run {Path(model_path).name}: {error}"
                                     ) from error
-    names = list(evaluator.input_names)
+    # Old exports (IR < 4) list every initializer among the graph inputs too: only the others are fed.
+    names = [spec.name for spec in graph_inputs(model)]
     results = []
     for sample in samples:
         feed = sample if set(names) <= set(sample) else dict(zip(names, sample.values()))

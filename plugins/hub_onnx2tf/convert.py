@@ -45,6 +45,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     if precision not in OUTPUT_SUFFIX:
         raise UsageError(f"onnx2tf step option precision={precision!r} is not one of: {', '.join(OUTPUT_SUFFIX)}")
     onnx2tf = _import_onnx2tf()
+    narrowed = _narrow_float64(ctx.input_path) if ctx.options.get("narrow_float64", True) else []
     inputs, outputs = _onnx_io(ctx.input_path)
     shapes = _concrete_shapes(inputs, ctx.inputs)
     int8 = precision == "int8"
@@ -97,6 +98,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         overwrite_input_shape=overwrite,
         calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
         calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
+        float64_narrowed_to_float32=narrowed,
         **io_details,
     )
     return output
@@ -109,6 +111,20 @@ def _import_onnx2tf() -> Any:
         raise MissingDependencyError("onnx2tf or one of its dependencies is not installed: "
                                      "pip install 'conversion-hub[onnx2tf]'", detail=str(error)) from error
     return onnx2tf
+
+
+def _narrow_float64(path: Path) -> list[str]:
+    """Rewrite the step's private copy of a float64 model to compute in float32 (TFLite has no float64
+    kernels: onnx2tf would write a file the interpreter cannot load); the names of the tensors changed."""
+    from hub_onnx.model_file import load_model, save_model
+    from hub_onnx.narrowing import computes_in_float64, float64_as_float32
+
+    model = load_model(path)
+    if not computes_in_float64(model):
+        return []
+    changed = float64_as_float32(model)
+    save_model(model, path)
+    return changed
 
 
 def _onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
