@@ -17,7 +17,7 @@ from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, Ste
 from hub.platforms import PlatformCheck, check_on_platform
 from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
-from hub.plugins import Catalog, load_catalog
+from hub.plugins import Catalog, install_hint, load_catalog, missing_for
 from hub.report import Report
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
 from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
@@ -204,6 +204,8 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
                                    "costs accuracy; pass real samples")
         if dry_run:
             return ConversionResult(None, report)
+        if verify:
+            _require_target_backend(catalog, target)
         options = dict(step_options or {})
         options.setdefault("*", {}).update(model_options)
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
@@ -217,7 +219,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         report.samples["verification_samples"] = len(runner.verification_feeds)
         report.versions = _versions(route, catalog, target)
         out_dir = Path(output) if output is not None else Path("hub-out")
-        destination = out_dir / f"{source.path.name.split('.')[0]}.{target.name}{_suffix(artifact)}"
+        destination = out_dir / _output_name(source.path, target.name, artifact)
         report.final = runner.final_record(artifact, destination, route, records)
         for platform in check_on:
             report.final.platform_checks.append(_check_platform(catalog, runner, artifact, platform, progress))
@@ -274,8 +276,20 @@ def verify_on(model: str | Path, platform: str, *, calibration: str | Path | Non
                                  min(samples.count, 32), threads)
 
 
-def _suffix(artifact: Path) -> str:
-    return "" if artifact.is_dir() else artifact.suffix
+def _require_target_backend(catalog: Catalog, target: Target) -> None:
+    """The target's own backend must run here, or the delivered model could not be proven."""
+    backend = catalog.backends.get(target.backend)
+    missing = missing_for(backend, catalog) if backend else []
+    if missing:
+        raise MissingDependencyError(f"target {target.name!r} is verified on the {backend.name} backend, which "
+                                     f"needs {', '.join(missing)}: {install_hint(backend.extra, missing)}")
+
+
+def _output_name(source: Path, target: str, artifact: Path) -> str:
+    """stem.target.ext, or stem.ext where the target is named like the extension (mindir, tflite)."""
+    suffix = "" if artifact.is_dir() else artifact.suffix
+    stem = source.name.split(".")[0]
+    return f"{stem}{suffix}" if suffix == f".{target}" else f"{stem}.{target}{suffix}"
 
 
 def hub_version() -> str:

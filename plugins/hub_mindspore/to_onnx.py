@@ -42,6 +42,7 @@ class OnnxBuilder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.inputs: list[Any] = []
         self._count = 0
 
     def fresh(self, hint: str) -> str:
@@ -74,12 +75,28 @@ class OnnxBuilder:
         results = [Tensor(n) for n in names]
         return results[0] if outputs == 1 else tuple(results)
 
+    def producer(self, value: Any) -> Any:
+        """The ONNX node that computes a value, when it is the latest one (nothing else consumed it yet)."""
+        if isinstance(value, Tensor) and self.nodes and value.name in self.nodes[-1].output:
+            return self.nodes[-1]
+        return None
+
     def shape(self, value: Any) -> tuple[int, ...]:
-        if isinstance(value, Tensor):
-            if value.name not in self.shapes:
-                raise UnsupportedModelError(f"the MindIR does not record the shape of {value.name}")
-            return self.shapes[value.name]
-        return np.asarray(value).shape
+        if not isinstance(value, Tensor):
+            return np.asarray(value).shape
+        if value.name not in self.shapes:
+            self._infer_shapes()  # the file did not record it (the "shape" attribute is optional)
+        if value.name not in self.shapes:
+            raise UnsupportedModelError(f"the shape of {value.name} in the MindIR is not static")
+        return self.shapes[value.name]
+
+    def _infer_shapes(self) -> None:
+        graph = self.onnx.helper.make_graph(self.nodes, "partial", self.inputs, [], initializer=self.initializers)
+        model = self.onnx.helper.make_model(graph, opset_imports=[self.onnx.helper.make_opsetid("", OPSET)])
+        for info in self.onnx.shape_inference.infer_shapes(model).graph.value_info:
+            dims = info.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") for d in dims):
+                self.shapes.setdefault(info.name, tuple(d.dim_value for d in dims))
 
 
 Handler = Callable[[OnnxBuilder, list[Any], dict[str, Any]], Any]
@@ -206,6 +223,10 @@ def _conv_transpose(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
 @handles("BiasAdd")
 def _bias_add(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
     x, bias = args[0], args[1]
+    producer = b.producer(x)
+    if producer is not None and producer.op_type in ("Conv", "ConvTranspose") and len(producer.input) == 2:
+        producer.input.append(b.tensor(bias))  # Conv's own bias: one node, as converters downstream expect
+        return x
     rank = len(b.shape(x))
     if rank > 2:  # channels are axis 1 (NCHW): the bias broadcasts over the trailing spatial axes
         bias = b.op("Reshape", [bias, b.ints([-1] + [1] * (rank - 2))])
@@ -483,7 +504,7 @@ def convert(model: ModelProto) -> Any:
     graph = model.graph
     b = OnnxBuilder()
     values: dict[str, Any] = {}
-    inputs = []
+    inputs = b.inputs
     for value_info in graph.input:
         name = clean_name(value_info.name)
         tensor = value_info.tensor[0]
@@ -503,8 +524,19 @@ def convert(model: ModelProto) -> Any:
                                         initializer=b.initializers)
     onnx_model = onnx.helper.make_model(onnx_graph, producer_name="conversion-hub (from MindIR)",
                                         opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    _infer_output_shapes(onnx_model)
     onnx.checker.check_model(onnx_model)
     return onnx_model
+
+
+def _infer_output_shapes(onnx_model: Any) -> None:
+    """Outputs whose shape MindSpore did not record (tuples) get ONNX's inferred type."""
+    import onnx
+
+    inferred = {v.name: v.type for v in onnx.shape_inference.infer_shapes(onnx_model).graph.output}
+    for output in onnx_model.graph.output:
+        if not output.type.tensor_type.HasField("shape") and output.name in inferred:
+            output.type.CopyFrom(inferred[output.name])
 
 
 def _convert_nodes(b: OnnxBuilder, model: ModelProto, values: dict[str, Any]) -> None:
