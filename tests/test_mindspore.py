@@ -220,3 +220,15 @@ def test_pretrained_cnn_onnx_to_mindir_matches_onnx_runtime(mindspore_environmen
     difference = max(float(np.abs(got[0] - want).max()) for got, want in zip(computed, expected))
     print(f"\nEfficientNet-Lite0 MindIR (MindSpore) vs ONNX Runtime: max-abs {difference:.2e} over 8 photos")
     assert difference <= 1e-4
+
+
+def test_the_environment_keeps_its_own_packages(mindspore_environment):
+    """The worker interpreter sees its own numpy 1.x and the linked hub packages, none of the hub's own env."""
+    probe = subprocess.run([str(mindspore_environment), "-c", (
+        "import importlib.util, numpy, hub.worker, hub_mindspore.backend; "
+        "print(numpy.__version__, importlib.util.find_spec('torch') is None)")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    numpy_version, without_torch = probe.stdout.split()
+
+    assert numpy_version.startswith("1.") and np.__version__.startswith("2.")
+    assert without_torch == "True"
