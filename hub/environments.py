@@ -16,10 +16,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from hub.declarations import Environment
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
+
+if TYPE_CHECKING:
+    from hub.plugins import Catalog
 
 MARKER = "hub-environment.json"
 CORE_PACKAGES = ("hub",)
@@ -54,11 +57,11 @@ def is_created(environment: Environment) -> bool:
     return recorded.get("requirements") == list(environment.requirements) and interpreter(environment.name).exists()
 
 
-def python_for(catalog: object, name: str | None) -> str | None:
+def python_for(catalog: Catalog, name: str | None) -> str | None:
     """The interpreter a declaration's worker runs with: None for the hub's own, else the environment's."""
     if name is None:
         return None
-    environment = catalog.environments.get(name)  # type: ignore[attr-defined]
+    environment = catalog.environments.get(name)
     if environment is None:
         raise MissingDependencyError(f"no installed plugin declares the environment {name!r} (see `hub plugins`)")
     if not is_created(environment):
@@ -68,11 +71,11 @@ def python_for(catalog: object, name: str | None) -> str | None:
     return str(interpreter(name))
 
 
-def create(catalog: object, name: str, log: TextIO = sys.stderr) -> str:
+def create(catalog: Catalog, name: str, log: TextIO = sys.stderr) -> str:
     """Build (or rebuild) an environment; returns a one-line description. Quick when it is already current."""
-    environment = catalog.environments.get(name)  # type: ignore[attr-defined]
+    environment = catalog.environments.get(name)
     if environment is None:
-        known = ", ".join(sorted(catalog.environments)) or "none"  # type: ignore[attr-defined]
+        known = ", ".join(sorted(catalog.environments)) or "none"
         raise UsageError(f"no installed plugin declares an environment {name!r}; environments: {known}")
     if not is_created(environment):
         _build(environment, _packages_for(catalog, name), log)
@@ -118,10 +121,10 @@ def _core_requirements() -> list[str]:
     return [r for r in declared if "extra ==" not in r]
 
 
-def _packages_for(catalog: object, name: str) -> list[str]:
+def _packages_for(catalog: Catalog, name: str) -> list[str]:
     """Folders of the hub's package and of the packages of plugins that declare or use the environment."""
     modules = list(CORE_PACKAGES)
-    for record in catalog.plugins:  # type: ignore[attr-defined]
+    for record in catalog.plugins:
         users = [*record.formats, *record.converters, *record.compressors, *record.backends]
         if any(e.name == name for e in record.environments) or any(d.environment == name for d in users):
             modules.append(record.module.split(".")[0])
