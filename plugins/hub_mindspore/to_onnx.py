@@ -169,6 +169,24 @@ def _clamp(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
     return b.op("Clip", [args[0], low, high])
 
 
+@handles("ClampTensor")
+def _clamp_tensor(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
+    return b.op("Clip", [args[0], *(None if v is None else np.asarray(v, dtype=np.float32).reshape(())
+                                    for v in args[1:3])])
+
+
+def _arg_extreme_with_value(arg_op: str, reduce_op: str) -> Handler:
+    def handler(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
+        x, axis, keep = args[0], int(args[1]), int(bool(args[2]))
+        return (b.op(arg_op, [x], axis=axis, keepdims=keep),
+                b.op(reduce_op, [x], axes=[axis], keepdims=keep))
+    return handler
+
+
+OPS["ArgMaxWithValue"] = _arg_extreme_with_value("ArgMax", "ReduceMax")
+OPS["ArgMinWithValue"] = _arg_extreme_with_value("ArgMin", "ReduceMin")
+
+
 @handles("HSigmoid")
 def _hard_sigmoid(b: OnnxBuilder, args: list[Any], attrs: dict) -> Any:
     return b.op("HardSigmoid", [args[0]], alpha=1 / 6, beta=0.5)
@@ -455,7 +473,7 @@ def _resize(mode: str) -> Handler:
     return handler
 
 
-OPS["ResizeNearestNeighborV2"] = _resize("nearest")
+OPS["ResizeNearestNeighborV2"] = OPS["ResizeNearestNeighbor"] = _resize("nearest")
 OPS["ResizeBilinearV2"] = _resize("linear")
 
 
