@@ -118,7 +118,7 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
 
 def _message_classes() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(_file_descriptor())
+    pool.AddSerializedFile(_file_descriptor().SerializeToString())
     try:
         from google.protobuf.message_factory import GetMessageClass
     except ImportError:  # protobuf < 4.22
