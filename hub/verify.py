@@ -42,12 +42,12 @@ class Fidelity:
 
     def violations(self, tolerance: Tolerance) -> list[str]:
         found = []
-        if self.cosine < tolerance.min_cosine:
+        if not self.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
             found.append(f"cosine {self.cosine:.5f} < {tolerance.min_cosine}")
         if tolerance.min_top1 is not None and self.top1_agreement is not None \
                 and self.top1_agreement < tolerance.min_top1:
             found.append(f"top-1 agreement {self.top1_agreement:.3f} < {tolerance.min_top1}")
-        if tolerance.max_abs is not None and self.max_abs > tolerance.max_abs:
+        if tolerance.max_abs is not None and not self.max_abs <= tolerance.max_abs:
             found.append(f"max-abs {self.max_abs:.3g} > {tolerance.max_abs}")
         return found
 
@@ -56,13 +56,38 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else float(f"{value:.6g}")
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
+def finite_parts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The finite values of two same-sized arrays as flat float64, or None when their NaNs and infinities
+    differ (in place or in sign): a model may legitimately output NaN (the square root of a negative input), and
+    agrees with its source only if it does so in the same places."""
     a = a.astype(np.float64).ravel()
     b = b.astype(np.float64).ravel()
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    if norms == 0:
+    finite = np.isfinite(a)
+    if not np.array_equal(finite, np.isfinite(b)) or not np.array_equal(a[~finite], b[~finite], equal_nan=True):
+        return None
+    return a[finite], b[finite]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    parts = finite_parts(a, b)
+    if parts is None:
+        return 0.0
+    a, b = parts
+    # scaled first: the squares of values beyond 1e154 overflow float64 and would make the cosine NaN
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
+    if scale == 0:
         return 1.0 if np.array_equal(a, b) else 0.0
-    return float(np.dot(a, b) / norms)
+    a, b = a / scale, b / scale
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest absolute difference over the finite values; infinite when NaNs or infinities differ."""
+    parts = finite_parts(a, b)
+    if parts is None:
+        return float("inf")
+    a, b = parts
+    return float(np.max(np.abs(a - b), initial=0.0))
 
 
 def _looks_like_scores(array: np.ndarray) -> bool:
@@ -87,7 +112,7 @@ def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]
             if ref.size != cand.size:
                 raise ValueError(f"an output has {cand.size} values where the source has {ref.size}")
             cand = cand.reshape(ref.shape).astype(np.float64)
-            max_abs = max(max_abs, float(np.max(np.abs(ref.astype(np.float64) - cand))) if ref.size else 0.0)
+            max_abs = max(max_abs, max_abs_difference(ref, cand))
             cosines.append(cosine(ref, cand))
             if _looks_like_scores(ref):
                 source_class = int(np.argmax(ref))

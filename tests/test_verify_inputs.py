@@ -28,6 +28,28 @@ def test_disagreeing_classes_and_drift_are_measured():
         "cosine 0.50000 < 0.9", "top-1 agreement 0.500 < 0.9"]
 
 
+def test_nan_and_infinities_must_sit_where_the_source_has_them():
+    source = np.array([[4.0, np.nan, -np.inf, 1.0]])
+    same = compare([[source]], [[source.copy()]])
+    assert same.cosine == pytest.approx(1.0) and same.max_abs == 0.0 and not same.violations(Tolerance(0.9999))
+    overflowed = compare([[np.array([[2e198, 1.0]])]], [[np.array([[np.inf, 1.0]], dtype=np.float32)]])
+    assert overflowed.cosine == 0.0 and overflowed.max_abs == float("inf")
+    assert overflowed.violations(Tolerance(min_cosine=0.9, max_abs=1.0)) == ["cosine 0.00000 < 0.9",
+                                                                              "max-abs inf > 1.0"]
+
+
+def test_huge_finite_outputs_keep_a_meaningful_cosine():
+    reference = np.array([[3e200, -1e199, 5.0]])
+    assert compare([[reference]], [[reference * (1 + 1e-9)]]).cosine == pytest.approx(1.0)
+
+
+def test_a_nan_cosine_is_a_violation():
+    from hub.verify import Fidelity
+
+    assert Fidelity(samples=1, max_abs=float("nan"), cosine=float("nan")).violations(
+        Tolerance(min_cosine=0.9, max_abs=1.0)) == ["cosine nan < 0.9", "max-abs nan > 1.0"]
+
+
 def test_mismatched_output_counts_raise():
     with pytest.raises(ValueError, match="outputs"):
         compare([[np.zeros(3), np.zeros(3)]], [[np.zeros(3)]])
