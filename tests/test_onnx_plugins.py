@@ -206,6 +206,24 @@ def test_onnxslim_moves_an_old_opset_to_a_current_one(tmp_path):
     np.testing.assert_allclose(result, x + np.array([1.0, -2.0, 3.0], dtype=np.float32)[None, :, None])
 
 
+def test_an_old_per_channel_prelu_keeps_its_channel_axis_in_a_current_opset(tmp_path):
+    import onnx
+
+    slope = np.array([0.1, 0.5, 2.0], dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "slope"], ["y"])], "old_prelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+         helper.make_tensor_value_info("slope", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+        initializer=[numpy_helper.from_array(slope, "slope")])
+    source = tmp_path / "prelu6.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=3), str(source))
+    output = run_onnxslim(context(source, tmp_path / "work"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    (result,) = run_samples(output, [{"x": x}], threads=1)[0]
+    np.testing.assert_allclose(result, np.where(x > 0, x, x * slope[None, :, None]), rtol=1e-6)
+
+
 def test_reference_backend_feeds_only_inputs_without_initializers(tmp_path):
     from hub_onnx.reference import run_samples as run_reference
 
