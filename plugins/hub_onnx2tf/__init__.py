@@ -25,6 +25,9 @@ COMMON_OPTIONS = {
     # TFLite has no float64 kernels: a float64 model is converted computing in float32 (verification measures
     # the difference) rather than into a file no interpreter loads.
     "narrow_float64": True,
+    # 3-D pools (Flex-only in TFLite) and strided dilated convolutions (refused by TF) are rewritten into
+    # equivalent operators first (hub_onnx2tf.lowering).
+    "lower_for_tflite": True,
 }
 # Full-integer int8 (the convention hub_tensorflow and the tflite-arm target use): io_dtype is the type of the
 # model's inputs and outputs (int8, uint8 or float32); full_integer fails a model that keeps a float operator

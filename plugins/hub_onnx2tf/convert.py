@@ -46,6 +46,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         raise UsageError(f"onnx2tf step option precision={precision!r} is not one of: {', '.join(OUTPUT_SUFFIX)}")
     onnx2tf = _import_onnx2tf()
     narrowed = _narrow_float64(ctx.input_path) if ctx.options.get("narrow_float64", True) else []
+    lowered = _lower_for_tflite(ctx.input_path) if ctx.options.get("lower_for_tflite", True) else []
     inputs, outputs = _onnx_io(ctx.input_path)
     shapes = _concrete_shapes(inputs, ctx.inputs)
     int8 = precision == "int8"
@@ -99,6 +100,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
         calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
         float64_narrowed_to_float32=narrowed,
+        rewritten_for_tflite_builtins=lowered,
         **io_details,
     )
     return output
@@ -125,6 +127,24 @@ def _narrow_float64(path: Path) -> list[str]:
     changed = float64_as_float32(model)
     save_model(model, path)
     return changed
+
+
+def _lower_for_tflite(path: Path) -> list[str]:
+    """Rewrite the step's private copy where onnx2tf would emit operators TFLite has only as Flex ops or TF
+    cannot run (hub_onnx2tf.lowering); the nodes rewritten."""
+    import onnx
+
+    from hub_onnx.model_file import load_model, save_model
+    from hub_onnx2tf.lowering import lower_for_tflite
+
+    model = load_model(path)
+    try:
+        rewritten = lower_for_tflite(model)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise StepFailedError(f"rewriting operators for TFLite builtins made an invalid model: {error}") from error
+    if rewritten:
+        save_model(model, path)
+    return rewritten
 
 
 def _onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

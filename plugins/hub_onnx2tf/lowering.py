@@ -1,0 +1,149 @@
+"""ONNX rewrites applied to the onnx2tf step's private copy before converting, for operators onnx2tf would lower to
+something no TFLite interpreter runs: equivalent graphs of operators it lowers to TFLite builtins.
+
+- 3-D MaxPool and AveragePool become TensorFlow's MaxPool3D/AvgPool3D, which TFLite has only as Flex (select
+  TF) operators: a standard interpreter refuses the file. Pooling is separable (the max, or the sum and the
+  count of valid elements, over a box is taken axis by axis), so a 3-D pool is a 2-D pool over height and width
+  followed by a 1-D pool over depth (written as a 2-D pool with a window of width 1), with reshapes between.
+- Conv with both strides and dilations above 1 fails inside TensorFlow (tf.nn.convolution accepts one or the
+  other), and a dilated 3-D Conv becomes a Flex operator; with its stored kernel spread out (zeros between the
+  taps) and dilation 1 it computes the same values.
+
+Only pools whose input shapes are static, and convolutions whose kernel is stored, are rewritten. The step's verification compares the result with the
+source like any other conversion.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+POOLS = ("MaxPool", "AveragePool")
+CONV3D_KERNEL_RANK = 5  # (out channels, in channels per group, depth, height, width)
+UNSUPPORTED_POOL_ATTRIBUTES = ("dilations", "storage_order")  # non-default values of these are left alone
+
+
+def lower_for_tflite(model: "onnx.ModelProto") -> list[str]:
+    """Rewrite, in place, the main graph's nodes described in the module docstring; what was rewritten."""
+    import onnx
+
+    shapes = _static_shapes(model)
+    rewritten, nodes = [], []
+    for index, node in enumerate(model.graph.node):
+        replacement = None
+        if node.op_type in POOLS:
+            replacement = _separable_pool(node, shapes.get(node.input[0]), model, index)
+        elif node.op_type == "Conv":
+            replacement = _conv_with_dilated_kernel(node, model, index)
+        if replacement is None:
+            nodes.append(node)
+            continue
+        nodes.extend(replacement)
+        rewritten.append(f"{node.op_type} {node.name or node.output[0]}")
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+    return rewritten
+
+
+def _static_shapes(model: "onnx.ModelProto") -> dict[str, tuple[int, ...]]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in tensor_type.shape.dim):
+            shapes[value.name] = tuple(d.dim_value for d in tensor_type.shape.dim)
+    return shapes
+
+
+def _attributes(node: "onnx.NodeProto") -> dict[str, Any]:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _plain_padding(attributes: dict[str, Any]) -> bool:
+    auto_pad = attributes.get("auto_pad", b"NOTSET")
+    return (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) == "NOTSET"
+
+
+def _separable_pool(node: "onnx.NodeProto", shape: tuple[int, ...] | None, model: "onnx.ModelProto",
+                    index: int) -> list["onnx.NodeProto"] | None:
+    """A 5-D pool as reshape -> 2-D pool over (H, W) -> reshape -> pool over D -> reshape."""
+    from onnx import helper
+
+    attributes = _attributes(node)
+    if shape is None or len(shape) != 5 or len(node.output) != 1 or not _plain_padding(attributes):
+        return None
+    if any(any(v != 1 for v in attributes[name]) for name in UNSUPPORTED_POOL_ATTRIBUTES if name in attributes):
+        return None
+    kernel = list(attributes["kernel_shape"])
+    strides = list(attributes.get("strides", [1, 1, 1]))
+    pads = list(attributes.get("pads", [0] * 6))
+    kept = {k: v for k, v in attributes.items() if k not in ("kernel_shape", "strides", "pads", "auto_pad")}
+    n, c, d, h, w = shape
+    prefix = f"{node.name or node.output[0]}/separable{index}"
+    names = [f"{prefix}/{part}" for part in ("planes", "pooled_hw", "columns", "pooled_d")]
+    height, width = _pooled(h, kernel[1], strides[1], pads[1], pads[4], kept), \
+        _pooled(w, kernel[2], strides[2], pads[2], pads[5], kept)
+    depth = _pooled(d, kernel[0], strides[0], pads[0], pads[3], kept)
+    shapes = {"to_planes": [n, c * d, h, w], "to_columns": [n, c, d, height * width],
+              "to_output": [n, c, depth, height, width]}
+    return [
+        *(_int64_constant(f"{prefix}/{key}", value) for key, value in shapes.items()),
+        helper.make_node("Reshape", [node.input[0], f"{prefix}/to_planes"], [names[0]]),
+        helper.make_node(node.op_type, [names[0]], [names[1]], kernel_shape=kernel[1:], strides=strides[1:],
+                         pads=[pads[1], pads[2], pads[4], pads[5]], **kept),
+        helper.make_node("Reshape", [names[1], f"{prefix}/to_columns"], [names[2]]),
+        helper.make_node(node.op_type, [names[2]], [names[3]], kernel_shape=[kernel[0], 1], strides=[strides[0], 1],
+                         pads=[pads[0], 0, pads[3], 0], **kept),
+        helper.make_node("Reshape", [names[3], f"{prefix}/to_output"], list(node.output)),
+    ]
+
+
+def _pooled(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, attributes: dict[str, Any]) -> int:
+    span = size + pad_begin + pad_end - kernel
+    if not attributes.get("ceil_mode", 0):
+        return span // stride + 1
+    count = -(-span // stride) + 1
+    # a last window that would start inside the end padding is dropped (ONNX and PyTorch agree)
+    return count - 1 if (count - 1) * stride >= size + pad_begin else count
+
+
+def _conv_with_dilated_kernel(node: "onnx.NodeProto", model: "onnx.ModelProto",
+                              index: int) -> list["onnx.NodeProto"] | None:
+    """Conv(strides s, dilations d, kernel k) with a stored kernel as Conv(strides s, dilations 1) with the kernel
+    spread out to d * (k - 1) + 1 taps, zeros between: the same products, summed over the same positions."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    attributes = _attributes(node)
+    strides = list(attributes.get("strides", []))
+    dilations = list(attributes.get("dilations", []))
+    weights = next((t for t in model.graph.initializer if len(node.input) > 1 and t.name == node.input[1]), None)
+    if weights is None or not _plain_padding(attributes) or not any(d > 1 for d in dilations):
+        return None
+    kernel = numpy_helper.to_array(weights)
+    if not any(s > 1 for s in strides) and kernel.ndim != CONV3D_KERNEL_RANK:
+        return None
+    spread = np.zeros((*kernel.shape[:2], *(d * (k - 1) + 1 for d, k in zip(dilations, kernel.shape[2:]))),
+                      dtype=kernel.dtype)
+    spread[(slice(None), slice(None), *(slice(None, None, d) for d in dilations))] = kernel
+    name = f"{weights.name}/spread{index}"
+    constant = helper.make_node("Constant", [], [name], value=numpy_helper.from_array(spread))
+    changed = {**attributes, "dilations": [1] * len(dilations), "kernel_shape": list(spread.shape[2:])}
+    conv = helper.make_node("Conv", [node.input[0], name, *node.input[2:]], list(node.output), name=node.name,
+                            **changed)
+    return [constant, conv]
+
+
+def _int64_constant(name: str, values: list[int]) -> "onnx.NodeProto":
+    """A Constant node, not an initializer: IR versions before 4 require every initializer among the inputs."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(values, dtype=np.int64)))
