@@ -55,7 +55,17 @@ def test_each_operator_survives_onnx_to_mindir_and_back(name):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_mindir_we_write_looks_like_mindsporess_own():
+def test_a_dynamic_batch_is_fixed_to_the_given_input_shape():
+    model, feeds = OP_MODELS["conv_asymmetric"]()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    written = from_onnx.convert(model, {"x": (1, 3, 9, 9)})
+
+    assert list(written.graph.input[0].tensor[0].dims) == [1, 3, 9, 9]
+    with pytest.raises(UnsupportedModelError, match="no fixed shape"):
+        from_onnx.convert(model)
+
+
+def test_mindir_we_write_looks_like_mindspores_own():
     model, _ = OP_MODELS["conv_asymmetric"]()
     mindir = from_onnx.convert(model)
     primitives = {p.op_type: p for p in mindir.primitives}

@@ -524,11 +524,15 @@ def _resize(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
 
 # ---- the graph ---------------------------------------------------------------------------------------------
 
-def convert(onnx_model: Any) -> Any:
-    """An onnx.ModelProto as a MindIR ModelProto."""
+def convert(onnx_model: Any, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Any:
+    """An onnx.ModelProto as a MindIR ModelProto. MindIR graphs have static shapes: input_shapes fixes the
+    inputs' dynamic dimensions (e.g. the batch) before shapes are inferred."""
     import onnx
 
-    onnx_model = onnx.shape_inference.infer_shapes(onnx_model, strict_mode=False, data_prop=True)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(onnx_model)  # the caller's model stays as it was
+    _fix_input_shapes(fixed, input_shapes or {})
+    onnx_model = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     graph = onnx_model.graph
     b = MindIRBuilder()
     _record_types(b, graph)
@@ -553,6 +557,17 @@ def convert(onnx_model: Any) -> Any:
             b.names[name] = b.value(value.name) if not value.mindir else value.name
     _add_outputs(b, graph)
     return b.model
+
+
+def _fix_input_shapes(onnx_model: Any, input_shapes: dict[str, tuple[int, ...]]) -> None:
+    for value_info in onnx_model.graph.input:
+        shape = input_shapes.get(value_info.name)
+        dims = value_info.type.tensor_type.shape.dim
+        if shape is None or len(shape) != len(dims) or any(not isinstance(d, int) or d < 1 for d in shape):
+            continue
+        for dim, size in zip(dims, shape):
+            if not dim.HasField("dim_value"):
+                dim.dim_value = size
 
 
 def _opset(onnx_model: Any) -> int:
@@ -641,10 +656,10 @@ def _add_outputs(b: MindIRBuilder, graph: Any) -> None:
             info.tensor.add(data_type=DATA_TYPES[dtype]).dims.extend(b.shapes[graph.output[0].name])
 
 
-def onnx_to_mindir(source: Path, destination: Path) -> Path:
+def onnx_to_mindir(source: Path, destination: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Path:
     import onnx
 
-    model = convert(onnx.load(str(source)))
+    model = convert(onnx.load(str(source)), input_shapes)
     destination.write_bytes(model.SerializeToString())
     return destination
 
