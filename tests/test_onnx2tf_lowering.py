@@ -69,6 +69,15 @@ def test_a_dilated_conv_gets_a_spread_kernel_with_the_same_values(shape, strides
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
 
 
+def test_a_5d_prelu_becomes_relus_with_the_same_values():
+    slope = numpy_helper.from_array(np.array([0.1, 0.5, 2.0], dtype=np.float32).reshape(3, 1, 1, 1), "slope")
+    model = single_node_model(helper.make_node("PRelu", ["x", "slope"], ["y"]), [2, 3, 2, 3, 4], [slope])
+    before, after, rewritten = outputs_before_and_after(
+        model, np.random.default_rng(4).standard_normal((2, 3, 2, 3, 4)).astype(np.float32))
+    assert rewritten == ["PRelu y"] and "PRelu" not in {n.op_type for n in model.graph.node}
+    np.testing.assert_allclose(after, before, rtol=1e-6)
+
+
 def test_what_tflite_runs_already_is_left_alone():
     rng = np.random.default_rng(2)
     weights = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
@@ -76,7 +85,10 @@ def test_what_tflite_runs_already_is_left_alone():
                              [weights])
     pool = single_node_model(helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2]), [1, 2, 4, 4])
     x = np.zeros((1, 2, 9, 9), dtype=np.float32)
+    prelu = single_node_model(helper.make_node("PRelu", ["x", "slope"], ["y"]), [1, 2, 9, 9],
+                              [numpy_helper.from_array(np.ones((2, 1, 1), dtype=np.float32), "slope")])
     assert outputs_before_and_after(conv, x)[2] == [] and outputs_before_and_after(pool, x[:, :, :4, :4])[2] == []
+    assert outputs_before_and_after(prelu, x)[2] == []
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ something no TFLite interpreter runs: equivalent graphs of operators it lowers t
   TF) operators: a standard interpreter refuses the file. Pooling is separable (the max, or the sum and the
   count of valid elements, over a box is taken axis by axis), so a 3-D pool is a 2-D pool over height and width
   followed by a 1-D pool over depth (written as a 2-D pool with a window of width 1), with reshapes between.
+- PRelu on a tensor of rank 5 becomes TFLite's PRELU, which takes rank 4 at most; relu(x) - slope * relu(-x)
+  is the same function from operators of any rank.
 - Conv with both strides and dilations above 1 fails inside TensorFlow (tf.nn.convolution accepts one or the
   other), and a dilated 3-D Conv becomes a Flex operator; with its stored kernel spread out (zeros between the
   taps) and dilation 1 it computes the same values.
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 
 POOLS = ("MaxPool", "AveragePool")
 CONV3D_KERNEL_RANK = 5  # (out channels, in channels per group, depth, height, width)
+PRELU_MAX_RANK = 4  # TFLite's PRELU kernel
+NUMPY_BROADCASTING_OPSET = 7
 UNSUPPORTED_POOL_ATTRIBUTES = ("dilations", "storage_order")  # non-default values of these are left alone
 
 
@@ -36,6 +40,8 @@ def lower_for_tflite(model: "onnx.ModelProto") -> list[str]:
             replacement = _separable_pool(node, shapes.get(node.input[0]), model, index)
         elif node.op_type == "Conv":
             replacement = _conv_with_dilated_kernel(node, model, index)
+        elif node.op_type == "PRelu":
+            replacement = _prelu_from_relus(node, shapes.get(node.input[0]), model, index)
         if replacement is None:
             nodes.append(node)
             continue
@@ -112,6 +118,29 @@ def _pooled(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, a
     count = -(-span // stride) + 1
     # a last window that would start inside the end padding is dropped (ONNX and PyTorch agree)
     return count - 1 if (count - 1) * stride >= size + pad_begin else count
+
+
+def _prelu_from_relus(node: "onnx.NodeProto", shape: tuple[int, ...] | None, model: "onnx.ModelProto",
+                      index: int) -> list["onnx.NodeProto"] | None:
+    """PRelu(x, slope) as Relu(x) - slope * Relu(-x), for inputs of a rank TFLite's PRELU does not take. Only
+    from opset 7 on, where Mul broadcasts numpy-style as PRelu's slope does (hub_onnx.opset moves older models)."""
+    from onnx import helper
+
+    if shape is None or len(shape) <= PRELU_MAX_RANK or _opset(model) < NUMPY_BROADCASTING_OPSET:
+        return None
+    prefix = f"{node.name or node.output[0]}/relus{index}"
+    x, slope = node.input[0], node.input[1]
+    return [
+        helper.make_node("Relu", [x], [f"{prefix}/positive"]),
+        helper.make_node("Neg", [x], [f"{prefix}/negated"]),
+        helper.make_node("Relu", [f"{prefix}/negated"], [f"{prefix}/negative_magnitude"]),
+        helper.make_node("Mul", [slope, f"{prefix}/negative_magnitude"], [f"{prefix}/scaled"]),
+        helper.make_node("Sub", [f"{prefix}/positive", f"{prefix}/scaled"], list(node.output)),
+    ]
+
+
+def _opset(model: "onnx.ModelProto") -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _conv_with_dilated_kernel(node: "onnx.NodeProto", model: "onnx.ModelProto",
