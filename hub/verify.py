@@ -75,10 +75,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = parts
     # scaled first: the squares of values beyond 1e154 overflow float64 and would make the cosine NaN
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)))
-    if scale == 0:
+    if scale > 0:
+        a, b = a / scale, b / scale
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    if norms == 0:  # one of them is all zeros (or underflowed to zero): only equal arrays agree
         return 1.0 if np.array_equal(a, b) else 0.0
-    a, b = a / scale, b / scale
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return float(np.dot(a, b) / norms)
 
 
 def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -43,6 +43,11 @@ def test_huge_finite_outputs_keep_a_meaningful_cosine():
     assert compare([[reference]], [[reference * (1 + 1e-9)]]).cosine == pytest.approx(1.0)
 
 
+def test_zeros_against_values_disagree_instead_of_giving_nan():
+    assert compare([[np.zeros((1, 3))]], [[np.array([[1e-300, 0.0, 0.0]])]]).cosine == 0.0
+    assert compare([[np.zeros((1, 3))]], [[np.zeros((1, 3))]]).cosine == 1.0
+
+
 def test_a_nan_cosine_is_a_violation():
     from hub.verify import Fidelity
 
