@@ -79,11 +79,35 @@ def test_channel_pruning_shrinks_the_model_and_it_runs_in_onnxruntime(digits_mod
     notes = _step(result, "torch-channel-prune").notes
     assert notes["parameters_before"] == 10602
     assert notes["parameters_after"] < 0.6 * notes["parameters_before"]
-    assert notes["output_widths"]["features_0"] == 11  # 16 channels, 30% removed
+    assert notes["output_widths"]["features_0"] == 8  # 16 channels, 30% removed, rounded to a multiple of 8
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     logits = session.run(None, {session.get_inputs()[0].name: digits_model["images"][:1]})[0]
     assert logits.shape == (1, 10) and np.isfinite(logits).all()
     assert result.report.final.backend == "onnxruntime"
+
+
+def test_channel_pruned_program_keeps_a_dynamic_batch(tmp_path):
+    torch = pytest.importorskip("torch")
+    from hub.states import TensorSpec
+    from hub_torch.prune import export_like_source
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(288, 4))
+    program = export_like_source(module.eval(), (TensorSpec("x", (None, 3, 8, 8)),))
+    assert program.module()(torch.zeros(5, 3, 8, 8)).shape == (5, 4)
+
+
+def test_image_samples_are_augmented_and_other_inputs_are_not():
+    torch = pytest.importorskip("torch")
+    from hub_torch.distill import is_image_batch, random_crops_and_flips
+
+    images = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    assert is_image_batch([images])
+    assert not is_image_batch([images[:, :, :8, :8]])                 # too small to crop meaningfully
+    assert not is_image_batch([images.transpose(0, 2, 3, 1)])        # channels last
+    assert not is_image_batch([np.zeros((4, 3, 64, 64), np.int64)])  # not float
+    views = random_crops_and_flips(torch.from_numpy(images), 0.5, torch.Generator().manual_seed(0))
+    assert views.shape == images.shape
+    assert not torch.allclose(views, torch.from_numpy(images))
 
 
 def test_distillation_recovers_fidelity_lost_to_pruning(digits_model, tmp_path):

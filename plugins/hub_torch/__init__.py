@@ -148,7 +148,7 @@ def hub_compressors() -> list[Step]:
             description="remove whole channels with Torch-Pruning (dependency graph, L1 importance) and "
                         "re-export: a smaller, faster model",
             seconds=8.0, seconds_per_mb=0.1, fidelity_loss=0.05, size_ratio=0.6,
-            options={"sparsity": 0.3, "round_to": 1, "exempt_output_layers": True},
+            options={"sparsity": 0.3, "round_to": 8, "exempt_output_layers": True},
             requires=(TORCH, TORCH_PRUNING), extra="pruning",
         ),
         # Two distillation edges, one per compression it recovers from: a Requirement names the traits a state
@@ -159,9 +159,11 @@ def hub_compressors() -> list[Step]:
             produces={"traits": "+distilled"},
             run="hub_torch.distill:distill",
             description=f"train the {trait} model on the source's outputs (KL on softened logits + MSE) for a "
-                        "bounded number of CPU steps, pruned weights kept at zero",
+                        "bounded number of CPU steps (AdamW, cosine decay; image samples randomly cropped and "
+                        "flipped), pruned weights kept at zero",
             seconds=120.0, seconds_per_mb=5.0, fidelity_loss=0.0, size_ratio=1.0,
-            options={"steps": 300, "max_seconds": 600.0, "batch": 16, "lr": 1e-3, "temperature": 4.0},
+            options={"steps": 300, "max_seconds": 600.0, "batch": 16, "lr": 1e-4, "temperature": 4.0,
+                     "augment": True},
             requires=(TORCH,), extra="torch", timeout=1800.0,
         ) for suffix, trait in (("", "pruned"), ("-channels", "channels-pruned"))],
     ]

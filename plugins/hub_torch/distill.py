@@ -7,9 +7,18 @@ through the aten ops, batch norms stay in inference mode (their statistics are f
 says), and the trained values are written back into the program's state_dict, which is saved again: no
 re-export, so the graph is exactly the one that was verified before. Weights that pruning zeroed are kept at
 zero by re-applying their masks after every optimizer step.
+
+Few samples are the usual case (a calibration set), so image inputs are augmented on the fly (random crops
+resized back, left-right flips) and the teacher labels each augmented batch: the student sees many more views
+than there are samples, which is what makes it agree with the teacher on inputs it never saw. Measured on
+EfficientNet-Lite0 at 50% sparsity, 150 steps, logit cosine on photos it never saw: lr 1e-4 reached 0.77
+(0.80 with texture images added to the samples), 3e-5 0.74, 3e-4 (with mixup) 0.64. Re-estimating the
+batch-norm statistics on the samples lowered the cosine (0.55 -> 0.50), so it is not done. A program exported
+with a static batch of one trains a row at a time (slow): export with a dynamic batch.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -30,14 +39,19 @@ DISTILL_DEFAULTS = {
     "steps": 300,            # optimizer steps; the bound on the work done
     "max_seconds": 600.0,    # and on the wall time: training stops at whichever comes first
     "batch": 16,
-    "lr": 1e-3,
+    "lr": 1e-4,              # AdamW, warm-up then cosine decay over the steps or the seconds, whichever ends first
+    "warmup_steps": 10,
     "temperature": 4.0,
     "kl_weight": 1.0,        # KL(teacher || student) on temperature-softened class scores (2-D outputs)
     "mse_weight": 1.0,       # MSE on the raw outputs (every output)
     "holdout_fraction": 0.2,  # samples kept out of training to report fidelity before/after
+    "augment": True,         # random crops and flips of image inputs (one NCHW input), labelled by the teacher
+    "min_crop": 0.5,         # the smallest crop side, as a fraction of the image side
     "seed": 0,
 }
 MAX_HOLDOUT = 64
+MIN_IMAGE_SIDE = 32
+MAX_IMAGE_CHANNELS = 4
 
 
 def distill(ctx: StepContext) -> Path:
@@ -60,34 +74,18 @@ def distill(ctx: StepContext) -> Path:
     if len(train_rows) == 0:
         raise UsageError(f"{options['samples']} holds too few samples to distill on: give at least a few dozen")
     with torch.no_grad():
-        targets = [teacher([array[row:row + 1] for array in samples]) for row in range(len(samples[0]))]
-    call = batch_caller(program, student, samples)
+        targets = [teacher([torch.from_numpy(array[row:row + 1]) for array in samples])
+                   for row in range(len(samples[0]))]
+    call = rows_caller(student_outputs(program, student), samples)
     before_train = fidelity(call, targets, train_rows[:MAX_HOLDOUT])
     before_holdout = fidelity(call, targets, holdout_rows) if holdout_count else None
 
     parameters = [p for p in student.parameters() if p.dtype.is_floating_point]
     masks = {id(p): (p != 0) for p in parameters if p.dim() > 1 and bool((p == 0).any())}
-    optimizer = torch.optim.Adam(parameters, lr=float(options["lr"]))
-    generator = np.random.default_rng(int(options["seed"]))
-    temperature = float(options["temperature"])
-    steps_done, losses = 0, []
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    while steps_done < int(options["steps"]) and time.perf_counter() - started < float(options["max_seconds"]):
-        rows = generator.choice(train_rows, size=min(int(options["batch"]), len(train_rows)), replace=False)
-        optimizer.zero_grad()
-        loss = distillation_loss(call(rows), [torch.cat([targets[r][i] for r in rows]) for i in
-                                              range(len(targets[0]))],
-                                 temperature, float(options["kl_weight"]), float(options["mse_weight"]))
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for parameter in parameters:
-                mask = masks.get(id(parameter))
-                if mask is not None:
-                    parameter.mul_(mask)
-        steps_done += 1
-        losses.append(float(loss))
+    augment = bool(options["augment"]) and is_image_batch(samples)
+    batches = TrainingBatches(samples, train_rows, targets, teacher, int(options["batch"]), int(options["seed"]),
+                              min_crop=float(options["min_crop"]) if augment else None)
+    losses = train_student(student_outputs(program, student), parameters, masks, batches, options, started)
 
     trained = dict(student.named_parameters())
     with torch.no_grad():
@@ -100,8 +98,11 @@ def distill(ctx: StepContext) -> Path:
     kept_zero = all(bool((p[~masks[id(p)]] == 0).all()) for p in parameters if id(p) in masks)
     ctx.notes.update(
         teacher=Path(str(options["source_path"])).name, samples=len(samples[0]), train_samples=len(train_rows),
-        holdout_samples=holdout_count, steps=steps_done, batch=int(options["batch"]), lr=float(options["lr"]),
-        temperature=temperature, loss_first=round(losses[0], 6) if losses else None,
+        holdout_samples=holdout_count, steps=len(losses), batch=int(options["batch"]), lr=float(options["lr"]),
+        optimizer="AdamW, warm-up then cosine decay", temperature=float(options["temperature"]),
+        augmentation=(f"random crops (side {options['min_crop']}-1.0) resized back, left-right flips; teacher "
+                      "labels every batch") if augment else None,
+        loss_first=round(losses[0], 6) if losses else None,
         loss_last=round(float(np.mean(losses[-10:])), 6) if losses else None,
         fidelity_before={"train": before_train, "holdout": before_holdout},
         fidelity_after={"train": after_train, "holdout": after_holdout},
@@ -109,6 +110,68 @@ def distill(ctx: StepContext) -> Path:
         seconds=round(time.perf_counter() - started, 2), **compressed_size(output),
     )
     return output
+
+
+class TrainingBatches:
+    """Random training batches: the student's feeds and the teacher's outputs for them. Without augmentation
+    (min_crop None) the teacher's outputs on the plain samples are reused; with it, every batch is a fresh set
+    of random crops and flips, labelled by running the teacher on it."""
+
+    def __init__(self, samples: list[np.ndarray], rows: np.ndarray, targets: list[list["torch.Tensor"]],
+                 teacher: Callable[[list["torch.Tensor"]], list["torch.Tensor"]], batch: int, seed: int,
+                 min_crop: float | None) -> None:
+        import torch
+
+        self.samples, self.rows, self.targets, self.teacher = samples, rows, targets, teacher
+        self.batch, self.min_crop = min(batch, len(rows)), min_crop
+        self.rng = np.random.default_rng(seed)
+        self.torch_rng = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[list["torch.Tensor"], list["torch.Tensor"]]:
+        import torch
+
+        rows = self.rng.choice(self.rows, size=self.batch, replace=False)
+        feeds = [torch.from_numpy(np.ascontiguousarray(array[rows])) for array in self.samples]
+        if self.min_crop is None:
+            return feeds, [torch.cat([self.targets[r][i] for r in rows]) for i in range(len(self.targets[0]))]
+        feeds = [random_crops_and_flips(feeds[0], self.min_crop, self.torch_rng)]
+        with torch.no_grad():
+            return feeds, self.teacher(feeds)
+
+
+def is_image_batch(samples: list[np.ndarray]) -> bool:
+    """One float input shaped (N, C, H, W) with few channels and image-sized sides: crops and flips keep its
+    meaning. Anything else (tokens, tables, several inputs, channels-last) is not augmented."""
+    if len(samples) != 1 or samples[0].ndim != 4 or samples[0].dtype.kind != "f":
+        return False
+    _, channels, height, width = samples[0].shape
+    return channels <= MAX_IMAGE_CHANNELS and min(height, width) >= MIN_IMAGE_SIDE
+
+
+def random_crops_and_flips(images: "torch.Tensor", min_crop: float, generator: "torch.Generator") -> "torch.Tensor":
+    """Per image: a square-ish crop whose sides are min_crop..1 of the image's, resized back bilinearly, and
+    flipped left-right half the time. Same shape as the input."""
+    import torch
+    from torch.nn import functional
+
+    height, width = images.shape[-2:]
+    views = []
+    for image in images:
+        scale = min_crop + (1.0 - min_crop) * float(torch.rand((), generator=generator))
+        crop_h, crop_w = max(1, round(height * scale)), max(1, round(width * scale))
+        top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
+        left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+        view = functional.interpolate(image[None, :, top:top + crop_h, left:left + crop_w], size=(height, width),
+                                      mode="bilinear", align_corners=False)
+        views.append(view.flip(-1) if float(torch.rand((), generator=generator)) < 0.5 else view)
+    return torch.cat(views)
+
+
+def scheduled_lr(peak: float, step: int, warmup_steps: int, progress: float) -> float:
+    """Linear warm-up over the first steps, then cosine decay to zero as progress (0..1, steps or seconds used)
+    reaches 1."""
+    warmup = min(1.0, (step + 1) / max(warmup_steps, 1))
+    return peak * warmup * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def distillation_loss(student: Sequence["torch.Tensor"], teacher: Sequence["torch.Tensor"], temperature: float,
@@ -130,35 +193,52 @@ def distillation_loss(student: Sequence["torch.Tensor"], teacher: Sequence["torc
     return total
 
 
-def batch_caller(program: Any, module: Any, samples: list[np.ndarray]) -> Callable[[Sequence[int]], list]:
-    """A function running the student on the given sample rows, returning its flat outputs concatenated over
-    the rows. A program exported with a batch of one is called once per row (its guards reject larger batches);
-    otherwise the rows go through as one batch."""
+def train_student(run: Callable[[list["torch.Tensor"]], list["torch.Tensor"]], parameters: list,
+                  masks: dict[int, "torch.Tensor"], batches: "TrainingBatches", options: dict[str, Any],
+                  started: float) -> list[float]:
+    """AdamW on the distillation loss until options["steps"] steps or options["max_seconds"] since `started`,
+    whichever comes first; masked (pruned) weights are zeroed again after every step. Returns the losses."""
+    import torch
+
+    steps, seconds, peak = int(options["steps"]), float(options["max_seconds"]), float(options["lr"])
+    optimizer = torch.optim.AdamW(parameters, lr=peak, weight_decay=0.0)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    losses: list[float] = []
+    while len(losses) < steps and time.perf_counter() - started < seconds:
+        progress = max(len(losses) / steps, (time.perf_counter() - started) / seconds)
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(peak, len(losses), int(options["warmup_steps"]), progress)
+        feeds, wanted = batches.next()
+        optimizer.zero_grad()
+        loss = distillation_loss(run(feeds), wanted, float(options["temperature"]), float(options["kl_weight"]),
+                                 float(options["mse_weight"]))
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for parameter in parameters:
+                if id(parameter) in masks:
+                    parameter.mul_(masks[id(parameter)])
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def student_outputs(program: Any, module: Any) -> Callable[[list["torch.Tensor"]], list["torch.Tensor"]]:
+    """The student (program.module()) as a function of a batch of input tensors returning its flat outputs."""
     import torch
     from torch.utils._pytree import tree_leaves
 
-    def run(rows: Sequence[int]) -> list["torch.Tensor"]:
-        feeds = [torch.from_numpy(np.ascontiguousarray(array[list(rows)])) for array in samples]
+    def run(feeds: list["torch.Tensor"]) -> list["torch.Tensor"]:
         return [leaf for leaf in tree_leaves(call_program(program, module, feeds)) if isinstance(leaf, torch.Tensor)]
+    return rows_if_needed(run)
 
-    def run_rows(rows: Sequence[int]) -> list["torch.Tensor"]:
-        per_row = [run([row]) for row in rows]
-        return [torch.cat([outputs[i] for outputs in per_row]) for i in range(len(per_row[0]))]
 
-    state = {"batched": None}
+def rows_caller(run: Callable[[list["torch.Tensor"]], list["torch.Tensor"]],
+                samples: list[np.ndarray]) -> Callable[[Sequence[int]], list["torch.Tensor"]]:
+    """`run` on the given sample rows."""
+    import torch
 
-    def call(rows: Sequence[int]) -> list["torch.Tensor"]:
-        if state["batched"] is None and len(rows) > 1:
-            try:
-                outputs = run(rows)
-                state["batched"] = all(o.shape[:1] == (len(rows),) for o in outputs)
-                if state["batched"]:
-                    return outputs
-            except Exception:  # a static batch of one: shape guards or a baked-in reshape refuse the batch
-                state["batched"] = False
-        return run(rows) if state["batched"] else run_rows(rows)
-
-    return call
+    return lambda rows: run([torch.from_numpy(np.ascontiguousarray(array[list(rows)])) for array in samples])
 
 
 def fidelity(call: Callable, targets: list[list["torch.Tensor"]], rows: Sequence[int]) -> dict[str, float] | None:
@@ -201,8 +281,9 @@ def load_distillation_samples(path: Any, names: list[str], program: Any) -> list
     return [arrays[name].astype(specs[name].dtype if name in specs else arrays[name].dtype) for name in names]
 
 
-def load_teacher(path: Any, names: list[str]) -> Callable[[list[np.ndarray]], list["torch.Tensor"]]:
-    """The source model as a function of one sample's arrays (batch of one) returning its flat outputs."""
+def load_teacher(path: Any, names: list[str]) -> Callable[[list["torch.Tensor"]], list["torch.Tensor"]]:
+    """The source model as a function of a batch of input tensors returning its flat outputs. A teacher that
+    refuses batches (a static batch of one) is called a row at a time."""
     import torch
     from torch.utils._pytree import tree_leaves
 
@@ -210,15 +291,44 @@ def load_teacher(path: Any, names: list[str]) -> Callable[[list[np.ndarray]], li
     if path.is_file() and is_torch_export(path):
         program = load_program(path)
         module = program.module()
-        return lambda arrays: [t for t in tree_leaves(call_program(program, module, [torch.from_numpy(a) for a in
-                                                                                     arrays]))
-                               if isinstance(t, torch.Tensor)]
+
+        def run(feeds: list["torch.Tensor"]) -> list["torch.Tensor"]:
+            return [t for t in tree_leaves(call_program(program, module, feeds)) if isinstance(t, torch.Tensor)]
+        return rows_if_needed(run)
     if path.is_file() and is_torchscript(path):
         from hub_torch.describe import load_torchscript
 
         script = load_torchscript(path)
         script.eval()
-        return lambda arrays: [t for t in tree_leaves(script(*[torch.from_numpy(a) for a in arrays]))
-                               if isinstance(t, torch.Tensor)]
+
+        def run_script(feeds: list["torch.Tensor"]) -> list["torch.Tensor"]:
+            return [t for t in tree_leaves(script(*feeds)) if isinstance(t, torch.Tensor)]
+        return rows_if_needed(run_script)
     raise UsageError(f"the distillation teacher {path} is not a torch.export or TorchScript file: distill from a "
                      "source saved with torch.export")
+
+
+def rows_if_needed(run: Callable[[list["torch.Tensor"]], list["torch.Tensor"]]
+                   ) -> Callable[[list["torch.Tensor"]], list["torch.Tensor"]]:
+    """`run` on whole batches when the model takes them, else row by row (decided on the first batch)."""
+    import torch
+
+    state: dict[str, bool | None] = {"batched": None}
+
+    def by_rows(feeds: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        per_row = [run([feed[row:row + 1] for feed in feeds]) for row in range(len(feeds[0]))]
+        return [torch.cat([outputs[i] for outputs in per_row]) for i in range(len(per_row[0]))]
+
+    def call(feeds: list["torch.Tensor"]) -> list["torch.Tensor"]:
+        count = len(feeds[0])
+        if state["batched"] is None and count > 1:
+            try:
+                outputs = run(feeds)
+                state["batched"] = all(o.shape[:1] == (count,) for o in outputs)
+                if state["batched"]:
+                    return outputs
+            except Exception:  # a static batch of one: shape guards or a baked-in reshape refuse the batch
+                state["batched"] = False
+        return run(feeds) if state["batched"] or count == 1 else by_rows(feeds)
+
+    return call

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
 from hub.report import compressed_size
+from hub.states import TensorSpec
 from hub_torch.tensors import example_tensors, load_program, program_input_specs, quiet_torch_deprecations
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
 CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
-CHANNEL_DEFAULTS = {"sparsity": 0.3, "round_to": 1, "exempt_output_layers": True}
+# Widths in multiples of 8 keep the convolution kernels' SIMD blocks full: measured on EfficientNet-Lite0, odd
+# widths made the 30%-pruned model slower than the unpruned one under ONNX Runtime.
+CHANNEL_DEFAULTS = {"sparsity": 0.3, "round_to": 8, "exempt_output_layers": True}
 CONV_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 LINEAR_OPS = ("linear",)
 LAYERS_IN_NOTES = 40
@@ -132,8 +135,7 @@ def channel_prune(ctx: StepContext) -> Path:
     if _shapes(pruned_output) != _shapes(reference):
         raise StepFailedError("channel pruning changed the model's output shapes: exempt the layers that produce "
                               "them (option exempt_output_layers)")
-    with quiet_torch_deprecations():
-        pruned_program = torch.export.export(module, example)
+    pruned_program = export_like_source(module, ctx.inputs or program_input_specs(program))
     output = save_program(pruned_program, ctx.workdir / "model.pt2")
     widths = {name: getattr(m, "out_channels", getattr(m, "out_features", None))
               for name, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d,
@@ -145,6 +147,21 @@ def channel_prune(ctx: StepContext) -> Path:
                      exempt_layers={name: "produces a model output" for name in _module_names(module, ignored)},
                      output_widths=dict(list(widths.items())[:LAYERS_IN_NOTES]), **compressed_size(output))
     return output
+
+
+def export_like_source(module: "torch.nn.Module", specs: tuple[TensorSpec, ...]) -> "ExportedProgram":
+    """torch.export the pruned module keeping the source's dynamic dimensions (a dynamic batch stays dynamic, so
+    distillation can train on batches). Examples have size 2 there: a size of 1 would be specialised away."""
+    import torch
+
+    example = example_tensors([TensorSpec(spec.name, tuple(2 if size is None else size for size in spec.shape),
+                                          spec.dtype) for spec in specs], "torch-channel-prune")
+    dynamic = tuple({axis: torch.export.Dim.AUTO for axis, size in enumerate(spec.shape) if size is None}
+                    for spec in specs)
+    with quiet_torch_deprecations():
+        if not any(dynamic):
+            return torch.export.export(module, example)
+        return torch.export.export(module, example, dynamic_shapes=dynamic)
 
 
 # ---- finding and pruning weights ---------------------------------------------------------------------------------
