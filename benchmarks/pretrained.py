@@ -31,6 +31,11 @@ SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "m
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 CALIBRATION_PHOTOS = ("astronaut", "coffee", "motorcycle_left", "motorcycle_right", "china")
+# Unlabelled extras for distillation only (never calibration or held-out): textures, grayscale and scientific
+# images. They are not ImageNet-like, and that is their use: the student learns the teacher's function on more
+# kinds of input than five photos offer (measured: held-out logit cosine 0.77 -> 0.80 after 150 steps).
+DISTILLATION_EXTRAS = ("brick.png", "grass.png", "gravel.png", "camera.png", "coins.png", "ihc.png", "retina.jpg",
+                       "hubble_deep_field.jpg", "moon.png", "page.png")
 HELDOUT_PHOTOS = ("chelsea", "rocket", "flower", "grace_hopper")
 
 
@@ -192,6 +197,20 @@ def calibration_and_heldout(calibration_count: int = 128, heldout_count: int = 2
     heldout = {name: photos[name] for name in HELDOUT_PHOTOS if name in photos}
     return (image_samples(calibration_count, seed, calibration),
             image_samples(heldout_count, seed + 1, heldout))
+
+
+def distillation_samples(calibration: np.ndarray, extra_count: int = 128, seed: int = 7) -> np.ndarray:
+    """The calibration crops and `extra_count` random crops of DISTILLATION_EXTRAS (RGB, grayscale expanded to
+    three channels), shuffled together."""
+    from PIL import Image
+
+    data = importlib.resources.files("skimage").joinpath("data")
+    extras = []
+    for name in DISTILLATION_EXTRAS:
+        with importlib.resources.as_file(data.joinpath(name)) as path:
+            extras.append(np.asarray(Image.open(path).convert("RGB")))
+    samples = np.concatenate([calibration, image_samples(extra_count, seed, extras)])
+    return samples[np.random.default_rng(seed).permutation(len(samples))]
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -135,7 +135,7 @@ def channel_prune(ctx: StepContext) -> Path:
     if _shapes(pruned_output) != _shapes(reference):
         raise StepFailedError("channel pruning changed the model's output shapes: exempt the layers that produce "
                               "them (option exempt_output_layers)")
-    pruned_program = export_like_source(module, ctx.inputs or program_input_specs(program))
+    pruned_program = export_like_source(module, export_specs(program, ctx.inputs))
     output = save_program(pruned_program, ctx.workdir / "model.pt2")
     widths = {name: getattr(m, "out_channels", getattr(m, "out_features", None))
               for name, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv1d,
@@ -147,6 +147,13 @@ def channel_prune(ctx: StepContext) -> Path:
                      exempt_layers={name: "produces a model output" for name in _module_names(module, ignored)},
                      output_widths=dict(list(widths.items())[:LAYERS_IN_NOTES]), **compressed_size(output))
     return output
+
+
+def export_specs(program: "ExportedProgram", given: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """The program's own input specs, which keep its dynamic dimensions (the step's given inputs have them
+    fixed, e.g. a batch of 1); the given ones where the program does not record shapes."""
+    own = program_input_specs(program)
+    return own if own and all(spec.shape for spec in own) else given or own
 
 
 def export_like_source(module: "torch.nn.Module", specs: tuple[TensorSpec, ...]) -> "ExportedProgram":
