@@ -1,18 +1,21 @@
 """Content-addressed cache of step outputs.
 
 A key is the SHA-256 of everything that decides a step's output: the input artifact's bytes, the step's
-name and options, the calibration data, and the versions of the hub, the plugin's distribution and the
-libraries the step requires (a short or partial key once served a peer tool the wrong model). An entry is
+name and options, the calibration data, the versions of the hub, the plugin's distribution and the libraries
+the step requires, and a digest of the plugin's own code (a short or partial key once served a peer tool the
+wrong model). An entry is
 written in a scratch folder and renamed into place, so a reader never sees a half-written one.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import importlib.metadata as metadata
 import json
 import os
 import shutil
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,22 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "absent"
+
+
+@lru_cache(maxsize=None)
+def code_digest(reference: str) -> str:
+    """SHA-256 of the Python files of the package holding `reference` ("package.module:function"), found without
+    importing it: editing a plugin's code invalidates its cached results even when its version stays the same."""
+    spec = importlib.util.find_spec(reference.split(":")[0].split(".")[0])
+    if spec is None:
+        return "absent"
+    if not spec.submodule_search_locations:
+        return digest_path(Path(spec.origin)) if spec.origin and Path(spec.origin).is_file() else "unknown"
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    hasher = hashlib.sha256()
+    for file in sorted(folder.rglob("*.py")):
+        hasher.update(str(file.relative_to(folder)).encode() + b"\0" + file.read_bytes())
+    return hasher.hexdigest()
 
 
 def step_key(**parts: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hub.cache import StepCache, copy_artifact, digest_path, distribution_versions, step_key
+from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
 from hub.declarations import Backend, Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
@@ -144,7 +144,7 @@ class RouteRunner:
             return None
         return step_key(kind=kind, artifact=digest_path(artifact), source=self.source_digest,
                         samples=self.samples_digest, backend=backend.name, threads=self.settings.threads,
-                        layout=state.layout,
+                        layout=state.layout, code=code_digest(backend.run),
                         versions=distribution_versions(backend.requires), **extra)
 
     def measure_fidelity(self, artifact: Path, state: ModelState) -> Fidelity | None:
@@ -210,7 +210,8 @@ class RouteRunner:
             options=keyed, files=files, inputs=[s.to_json() for s in self.inputs],
             teacher=self.source_digest if "source_path" in options else None,
             calibration=self.calibration_digest if planned.step.needs_calibration else None,
-            plugin=record.origin if record else None, versions=distribution_versions(planned.step.requires),
+            plugin=record.origin if record else None, code=code_digest(planned.step.run),
+            versions=distribution_versions(planned.step.requires),
         )
 
     def _relaxed(self, planned: PlannedStep, tolerance: Tolerance) -> Tolerance:

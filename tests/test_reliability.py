@@ -100,3 +100,21 @@ def test_eight_concurrent_conversions_share_one_cache_and_match_sequential_runs(
         assert (entry / "meta.json").exists()
     print(f"\nconcurrency: 8 conversions at once over one cache, {len(cache_entries(shared))} cache entries, "
           "outputs byte-identical to sequential runs")
+
+
+def test_editing_a_plugins_code_changes_its_cache_keys(tmp_path, monkeypatch):
+    """A plugin edited without a version bump must not be served its old cached results."""
+    from hub.cache import code_digest
+
+    package = tmp_path / "hub_edited"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "step.py").write_text("def run(ctx):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code_digest.cache_clear()
+    before = code_digest("hub_edited.step:run")
+    (package / "step.py").write_text("def run(ctx):\n    return 2\n")
+    code_digest.cache_clear()
+
+    assert code_digest("hub_edited.step:run") != before
+    assert code_digest("hub_absent_package.step:run") == "absent"
