@@ -80,7 +80,7 @@ class MindIRBuilder:
         raise UnsupportedModelError(f"the ONNX graph uses {onnx_name!r} before it is computed")
 
     def arg(self, value: Any) -> str:
-        """A node input: an ONNX name (str starting with no marker) or a Python constant for a Constant node."""
+        """A node input: a Ref (to an ONNX or a MindIR tensor), or a Python constant, which becomes a Constant node."""
         if isinstance(value, Ref):
             return self.value(value.name) if not value.mindir else value.name
         return self.constant(value)
