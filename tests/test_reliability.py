@@ -14,8 +14,11 @@ import pytest
 
 
 def hub_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    # a runner started in the background by a non-interactive shell ignores SIGINT, and so would its children:
+    # the hub must see Ctrl-C as a user's terminal sends it
     return subprocess.Popen([sys.executable, "-m", "hub.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def environment(cache: Path, **extra: str) -> dict[str, str]:
