@@ -17,6 +17,7 @@ import numpy as np
 
 from hub.errors import UnsupportedModelError
 from hub_mindspore import wire
+from hub_mindspore.handlers import registrar
 from hub_mindspore.values import DATA_TYPES, array_to_tensor, encode
 
 GRAPH_NAME = "main_graph"
@@ -119,12 +120,7 @@ Handler = Callable[[MindIRBuilder, Any, dict[str, Any]], Any]
 OPS: dict[str, Handler] = {}
 
 
-def handles(*names: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        for name in names:
-            OPS[name] = handler
-        return handler
-    return register
+handles = registrar(OPS)
 
 
 def _in(node: Any, index: int) -> Ref | None:
@@ -258,41 +254,44 @@ def _require_2d(b: MindIRBuilder, node: Any) -> None:
                                     "convolutions and pooling convert to MindIR")
 
 
-@handles("Conv")
-def _conv(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
+def _convolution(b: MindIRBuilder, node: Any, attrs: dict) -> tuple[tuple[int, ...], list[int], list[int],
+                                                                      list[int]]:
+    """Weight shape, kernel, strides and dilations of a 2-D Conv or ConvTranspose."""
     _require_2d(b, node)
     weight_shape = b.shapes.get(node.input[1]) or b.const_of(node.input[1]).shape
     kernel = list(attrs.get("kernel_shape", weight_shape[2:]))
-    strides, dilations = _window(node, attrs, kernel)
+    return (weight_shape, kernel, *_window(node, attrs, kernel))
+
+
+def _convolution_call(b: MindIRBuilder, node: Any, primitive: str, args: list[Any], attributes: dict[str, Any],
+                      shape: tuple[int, ...] | None) -> Any:
+    """The convolution primitive, then BiasAdd when the ONNX node has a bias (MindSpore keeps them apart)."""
+    bias = _in(node, 2)
+    result = b.call(primitive, args, attributes, function=False, shape=None if bias else shape)
+    return b.call("BiasAdd", [result, bias, NCHW], shape=shape) if bias else result
+
+
+@handles("Conv")
+def _conv(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
+    weight_shape, kernel, strides, dilations = _convolution(b, node, attrs)
     pads = _explicit_pads(b, node, attrs, kernel, strides, dilations)
     attributes = _conv_attributes(kernel, pads, strides, dilations, int(attrs.get("group", 1)),
                                   int(weight_shape[0]), "pad")
-    result = b.call("Conv2D", [_in(node, 0), _in(node, 1)], attributes, function=False,
-                    shape=None if _in(node, 2) else _out_shape(b, node))
-    if _in(node, 2):
-        result = b.call("BiasAdd", [result, _in(node, 2), NCHW], shape=_out_shape(b, node))
-    return result
+    return _convolution_call(b, node, "Conv2D", [_in(node, 0), _in(node, 1)], attributes, _out_shape(b, node))
 
 
 @handles("ConvTranspose")
 def _conv_transpose(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
-    _require_2d(b, node)
-    weight_shape = b.shapes.get(node.input[1]) or b.const_of(node.input[1]).shape
-    kernel = list(attrs.get("kernel_shape", weight_shape[2:]))
-    strides, dilations = _window(node, attrs, kernel)
+    weight_shape, kernel, strides, dilations = _convolution(b, node, attrs)
     if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise UnsupportedModelError("ConvTranspose with auto_pad SAME is not supported: export explicit pads")
-    pads = list(attrs.get("pads", [0] * 4))
     output_shape = _out_shape(b, node)
     if output_shape is None:
         raise UnsupportedModelError("the output shape of a ConvTranspose is not static")
-    attributes = _conv_attributes(kernel, pads, strides, dilations, int(attrs.get("group", 1)),
-                                  int(weight_shape[0]), "PAD")
-    result = b.call("Conv2DTranspose", [_in(node, 0), _in(node, 1), tuple(output_shape)], attributes,
-                    function=False, shape=None if _in(node, 2) else output_shape)
-    if _in(node, 2):
-        result = b.call("BiasAdd", [result, _in(node, 2), NCHW], shape=output_shape)
-    return result
+    attributes = _conv_attributes(kernel, list(attrs.get("pads", [0] * 4)), strides, dilations,
+                                  int(attrs.get("group", 1)), int(weight_shape[0]), "PAD")
+    return _convolution_call(b, node, "Conv2DTranspose", [_in(node, 0), _in(node, 1), tuple(output_shape)],
+                             attributes, output_shape)
 
 
 @handles("BatchNormalization")

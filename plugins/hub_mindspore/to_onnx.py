@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hub.errors import UnsupportedModelError
+from hub_mindspore.handlers import registrar
 from hub_mindspore.model_io import clean_name, read_model
 from hub_mindspore.values import MONAD, decode, tensor_to_array
 from hub_mindspore.wire import AttributeType, GraphProto, ModelProto, NodeProto
@@ -104,12 +105,7 @@ OPS: dict[str, Handler] = {}
 PLUMBING = {"Load", "Depend", "UpdateState", "MakeTuple", "TupleGetItem"}
 
 
-def handles(*names: str) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        for name in names:
-            OPS[name] = handler
-        return handler
-    return register
+handles = registrar(OPS)
 
 
 # ---- plumbing ---------------------------------------------------------------------------------------------
