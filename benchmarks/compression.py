@@ -117,7 +117,7 @@ def main() -> None:
         ("channels 30% (structured)", "onnxruntime-cpu", ["prune-channels:0.3"], ANY_FIDELITY),
         ("channels 30% + distill", "onnxruntime-cpu", ["prune-channels:0.3", distill], ANY_FIDELITY),
     ]
-    distill_options = {"steps": args.distill_steps, "max_seconds": args.distill_seconds, "batch": 16, "lr": 1e-4}
+    distill_options = {"steps": args.distill_steps, "max_seconds": args.distill_seconds, "batch": 16}
     # channel pruning without retraining starts from a collapsed model (cosine near 0): a larger step size
     step_options = {"torch-distill": distill_options, "torch-distill-channels": {**distill_options, "lr": 5e-4}}
     rows = []

@@ -120,6 +120,7 @@ def test_distillation_recovers_fidelity_lost_to_pruning(digits_model, tmp_path):
     assert distilled.report.route[:2] == ["torch-magnitude-prune", "torch-distill"]
     notes = _step(distilled, "torch-distill").notes
     assert notes["pruned_weights_kept_zero"] and notes["masked_parameters"] == 3
+    assert notes["matched_layers"] == 3  # what the 1x1 conv, the 3x3 conv and the classifier see
     assert notes["steps"] == 300
     assert notes["fidelity_after"]["train"]["cosine"] > notes["fidelity_before"]["train"]["cosine"]
     before, after = pruned.report.final.fidelity.cosine, distilled.report.final.fidelity.cosine
