@@ -1,7 +1,7 @@
 """Compression on a real pretrained model: EfficientNet-Lite0 (ImageNet) pruned, distilled and quantized through
 the hub, measured on held-out photo crops (photos that calibration and distillation never saw).
 
-    python benchmarks/compression.py [--distill-steps 400] [--distill-seconds 600] [--heldout 200] [--workdir DIR]
+    python benchmarks/compression.py [--distill-steps 450] [--distill-seconds 900] [--heldout 200] [--workdir DIR]
 
 Configurations: global magnitude pruning 30% and 50% (first and depthwise layers exempt) to ONNX fp32; 50% +
 distillation (bounded CPU steps on the calibration crops and crops of other, non-photo images) in fp32 and
@@ -76,8 +76,8 @@ def slug(label: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--distill-steps", type=int, default=400)
-    parser.add_argument("--distill-seconds", type=float, default=600.0)
+    parser.add_argument("--distill-steps", type=int, default=450)
+    parser.add_argument("--distill-seconds", type=float, default=900.0)
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--workdir", type=Path, help="reuse this folder's source and sample files (then the hub's "
                         "step cache skips the steps already run); default: a new temporary folder")
