@@ -1,14 +1,15 @@
 """Compression on a real pretrained model: EfficientNet-Lite0 (ImageNet) pruned, distilled and quantized through
 the hub, measured on held-out photo crops (photos that calibration and distillation never saw).
 
-    python benchmarks/compression.py [--distill-steps 450] [--distill-seconds 900] [--heldout 200] [--workdir DIR]
+    python benchmarks/compression.py [--distill-steps 900] [--distill-seconds 1800] [--heldout 200] [--workdir DIR]
 
 Configurations: global magnitude pruning 30% and 50% (first and depthwise layers exempt) to ONNX fp32; 50% +
 distillation (bounded CPU steps on unlabelled crops: the calibration crops, textures and scientific images, and
-photos from other projects' wheels, `pretrained.distillation_samples`) in fp32 and then static int8; plain
-static int8 (to see what int8 alone costs); structured channel pruning 30% (parameters and latency
-before/after), alone and distilled. The source is exported with a dynamic batch so that distillation trains on
-batches. Writes benchmarks/results/compression.{json,md}.
+photos from other projects' wheels, `pretrained.distillation_samples`) in fp32, and before static int8 (trained at
+int8-rounded weights); plain static int8 (to see what int8 alone costs); structured channel pruning 30% (parameters
+and latency before/after), alone and distilled. The source is exported with a dynamic batch so that distillation
+trains on batches.
+Writes benchmarks/results/compression.{json,md}.
 """
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ def slug(label: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--distill-steps", type=int, default=450)
-    parser.add_argument("--distill-seconds", type=float, default=900.0)
+    parser.add_argument("--distill-steps", type=int, default=900)
+    parser.add_argument("--distill-seconds", type=float, default=1800.0)
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--workdir", type=Path, help="reuse this folder's source and sample files (then the hub's "
                         "step cache skips the steps already run); default: a new temporary folder")
@@ -115,7 +116,7 @@ def main() -> None:
         ("magnitude 30% global", "onnxruntime-cpu", ["prune:0.3"], RELAXED),
         ("magnitude 50% global", "onnxruntime-cpu", ["prune:0.5"], RELAXED),
         ("int8 (no pruning)", "cpu-int8", [], None),
-        # the fp32 row runs first; the int8 row reuses its cached pruning, distillation and export steps
+        # the int8 row distils again: before int8 the student trains at its int8-rounded weights
         ("magnitude 50% + distill", "onnxruntime-cpu", ["prune:0.5", distill], RELAXED),
         ("magnitude 50% + distill, int8", "cpu-int8", ["prune:0.5", distill], RELAXED),
         ("channels 30% (structured)", "onnxruntime-cpu", ["prune-channels:0.3"], ANY_FIDELITY),
@@ -157,15 +158,24 @@ def main() -> None:
                "distillation_samples": distillation_count, "threads": THREADS,
                "torch": torch.__version__, "distill": step_options, "results": rows}
     (RESULTS / "compression.json").write_text(json.dumps(summary, indent=2, default=str))
+    text = markdown(summary)
+    (RESULTS / "compression.md").write_text(text)
+    print(text)
+
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The results table of `summary` (what compression.json holds) and a line per distillation."""
     lines = ["# Compression on EfficientNet-Lite0", "",
-             f"Held-out: {len(heldout)} crops of photos not used for calibration or distillation; fidelity vs "
-             "the fp32 PyTorch model's logits. Latency: ONNX Runtime, batch 1, "
-             f"{THREADS} threads, median of 30, all models timed round-robin in one pass (same machine load). "
-             f"Distillation: {distillation_count} unlabelled crops (the calibration crops, textures and "
-             "scientific images, and photos from other projects' wheels; none of the held-out photos).", "",
+             f"Held-out: {summary['heldout_samples']} crops of photos not used for calibration or distillation; "
+             "fidelity vs the fp32 PyTorch model's logits. Latency: ONNX Runtime, batch 1, "
+             f"{summary['threads']} threads, median of 30, all models timed round-robin in one pass (same machine "
+             f"load). Distillation: {summary['distillation_samples']} unlabelled crops (the calibration crops, "
+             "textures and scientific images, and photos from other projects' wheels; none of the held-out "
+             "photos).", "",
              "| configuration | route | cosine | top-1 | top-5 | MB | gzip MB | params | ms | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
+    for row in summary["results"]:
         if "error" in row:
             lines.append(f"| {row['configuration']} | failed: {row['error']} | | | | | | | | |")
             continue
@@ -178,17 +188,17 @@ def main() -> None:
                      f"{h['top1_agreement']:.1%} | {h['top5_containment']:.1%} | {row['bytes'] / 1e6:.1f} | "
                      f"{gzip_mb} | {params} | {row['latency_ms']} | {row['seconds']} |")
     lines.append("")
-    for row in rows:
+    for row in summary["results"]:
         for name in ("torch-distill", "torch-distill-channels"):
             notes = row.get("notes", {}).get(name)
-            if notes and "cpu-int8" not in row["target"]:
+            if notes:
+                rounding = f"; {notes['quantization_aware']}" if notes.get("quantization_aware") else ""
                 lines.append(f"{row['configuration']}: distillation ran {notes['steps']} steps of batch "
-                             f"{notes['batch']} in {notes['seconds']} s; fidelity on its own hold-out (samples "
-                             "kept out of training: other crops of the photos it trained on) "
+                             f"{notes['batch']} in {notes['seconds']} s{rounding}; fidelity on its own hold-out "
+                             "(samples kept out of training: other crops of the photos it trained on) "
                              f"{notes['fidelity_before']['holdout']} -> "
                              f"{notes['fidelity_after']['holdout']}.")
-    (RESULTS / "compression.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ class Format:
     environment: str | None = None
 
 
+LATER_PRECISIONS = "later_precisions"
+
+
 @dataclass(frozen=True)
 class Step:
     """One edge of the planner's graph: a converter (changes the format) or a compressor (changes precision).
@@ -57,6 +60,9 @@ class Step:
         bound. An explicit --min-cosine from the user wins.
     environment: the name of a hub-managed Environment whose interpreter runs the step (None: the hub's own);
         then `requires` is not checked against the hub's environment (the Environment's requirements hold).
+    options: the defaults of the step's options. A step that declares the option LATER_PRECISIONS receives there
+        the precisions of the states its route goes on to (e.g. ["fp32", "int8"]): a training step can prepare
+        for a later quantization. Its cached output is then kept per route; other steps' do not depend on it.
     """
 
     name: str

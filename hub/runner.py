@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
-from hub.declarations import Backend, Target, Tolerance
+from hub.declarations import LATER_PRECISIONS, Backend, Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
@@ -192,13 +192,15 @@ class RouteRunner:
         folder.mkdir(parents=True)
         return folder
 
-    def _options(self, planned: PlannedStep) -> dict[str, Any]:
+    def _options(self, planned: PlannedStep, later_precisions: tuple[str, ...] = ()) -> dict[str, Any]:
         options = {**planned.step.options, **self.target.options}
         for trait in set(planned.result.traits) - set(planned.source.traits):
             options.update(self.settings.trait_options.get(trait, {}))
         options.update(self.settings.step_options.get(planned.name, {}))
         options.update(self.settings.step_options.get("*", {}))
         options["source_path"] = str(self.source.path)  # a teacher for distillation, a reference for others
+        if LATER_PRECISIONS in planned.step.options:  # only there: other steps' cache keys stay route-independent
+            options[LATER_PRECISIONS] = sorted(set(later_precisions))
         return options
 
     def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
@@ -220,10 +222,12 @@ class RouteRunner:
             return tolerance
         return Tolerance(min_cosine=min(tolerance.min_cosine, planned.step.min_cosine), min_top1=None, max_abs=None)
 
-    def run_step(self, planned: PlannedStep, artifact: Path,
-                 tolerance: Tolerance | None = None) -> tuple[StepRecord, Path]:
+    def run_step(self, planned: PlannedStep, artifact: Path, tolerance: Tolerance | None = None,
+                 later_precisions: tuple[str, ...] = ()) -> tuple[StepRecord, Path]:
+        """Run one step (or reuse its cached output) and verify it. later_precisions: the precisions of the
+        states the route goes on to after this step, for a step that declares the option LATER_PRECISIONS."""
         self.progress.step_started(planned)
-        options = self._options(planned)
+        options = self._options(planned, later_precisions)
         key = self._key(planned, artifact, options)
         cached = self.cache.lookup(key)
         started = time.perf_counter()
@@ -267,10 +271,11 @@ class RouteRunner:
     def run_route(self, route: Route) -> tuple[Path, list[StepRecord]]:
         artifact, records = self.source.path, []
         tolerance = self.settings.tolerance
-        for planned in route.steps:
+        for index, planned in enumerate(route.steps):
             tolerance = self._relaxed(planned, tolerance)
+            later_precisions = tuple(later.result.precision for later in route.steps[index + 1:])
             try:
-                record, artifact = self.run_step(planned, artifact, tolerance)
+                record, artifact = self.run_step(planned, artifact, tolerance, later_precisions)
             except HubError as error:
                 error.failed_step = planned.name  # type: ignore[attr-defined]
                 raise

@@ -128,6 +128,48 @@ def test_distillation_recovers_fidelity_lost_to_pruning(digits_model, tmp_path):
     assert after > 0.99
 
 
+def test_distillation_before_int8_trains_at_the_rounded_weights(digits_model, tmp_path):
+    result = hub.convert(digits_model["model"], "cpu-int8", calibration=digits_model["heldout"],
+                         compress=["prune:0.5", f"distill:{digits_model['calibration']}"], tolerance=RELAXED,
+                         output=tmp_path)
+    assert result.report.route[:2] == ["torch-magnitude-prune", "torch-distill"]
+    assert result.report.route[-1] == "ort-quantize-static"
+    notes = _step(result, "torch-distill").notes
+    assert notes["quantization_aware"].endswith(": 5 layers")  # 3 pruned + the first and the depthwise conv
+    assert notes["pruned_weights_kept_zero"]
+    assert result.report.final.fidelity.cosine > 0.99
+
+
+def test_int8_weight_rounding_is_per_output_channel_and_straight_through():
+    torch = pytest.importorskip("torch")
+    from hub.declarations import LATER_PRECISIONS
+    from hub_torch.distill import WeightRounding, int8_rounded
+
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    weight[0] = 0.0
+    weight[1] *= 100.0
+    rounded = int8_rounded(weight)
+    assert torch.equal(rounded[0], torch.zeros_like(rounded[0]))
+    for channel in range(1, 4):
+        step = weight[channel].abs().max() / 127
+        levels = rounded[channel] / step
+        assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.abs().max().round() == 127
+        assert (rounded[channel] - weight[channel]).abs().max() <= step / 2 + 1e-6
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5))
+    module = torch.export.export(model, (torch.randn(2, 3, 8, 8),)).module()
+    assert WeightRounding.for_route(module, {"quantization_aware": True, LATER_PRECISIONS: ["fp32"]}) is None
+    assert WeightRounding.for_route(module, {"quantization_aware": False, LATER_PRECISIONS: ["int8"]}) is None
+    rounding = WeightRounding.for_route(module, {"quantization_aware": True, LATER_PRECISIONS: ["fp32", "int8"]})
+    assert [tuple(w.shape) for w in rounding.weights] == [(4, 3, 3, 3), (5, 144)]  # not the biases
+    full = [w.detach().clone() for w in rounding.weights]
+    rounding.round()
+    assert all(torch.equal(w, int8_rounded(f)) for w, f in zip(rounding.weights, full))
+    rounding.restore()
+    assert all(torch.equal(w, f) for w, f in zip(rounding.weights, full))
+
+
 @pytest.mark.slow
 def test_int4_weights_shrink_a_matmul_heavy_model(tmp_path):
     torch = pytest.importorskip("torch")
