@@ -42,6 +42,7 @@ class Format:
 
 
 LATER_PRECISIONS = "later_precisions"
+MAX_SECONDS = "max_seconds"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Step:
     options: the defaults of the step's options. A step that declares the option LATER_PRECISIONS receives there
         the precisions of the states its route goes on to (e.g. ["fp32", "int8"]): a training step can prepare
         for a later quantization. Its cached output is then kept per route; other steps' do not depend on it.
+        A step whose options include MAX_SECONDS (its own bound on its wall time, e.g. a training budget) gets a
+        worker timeout long enough for that budget, even beyond `timeout`.
     """
 
     name: str

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
-from hub.declarations import LATER_PRECISIONS, Backend, Target, Tolerance
+from hub.declarations import LATER_PRECISIONS, MAX_SECONDS, Backend, Step, Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
@@ -261,7 +261,8 @@ class RouteRunner:
             "input_path": str(private_input), "workdir": str(workdir), "options": options,
             "inputs": [s.to_json() for s in self.inputs],
             "calibration": str(self.calibration_path) if planned.step.needs_calibration else None,
-        }}, timeout=planned.step.timeout, cwd=workdir, environment=planned.step.environment)
+        }}, timeout=worker_timeout(planned.step, options, self.settings.step_timeout), cwd=workdir,
+            environment=planned.step.environment)
         output = Path(value["path"]).resolve()
         if not output.exists() or workdir.resolve() not in output.parents:
             raise StepFailedError(f"step {planned.name} returned {output}, which is not a file it wrote in its "
@@ -329,6 +330,19 @@ class RouteRunner:
         backend = self.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
+
+
+def worker_timeout(step: Step, options: dict, default: float) -> float:
+    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (MAX_SECONDS)
+    to that bound plus a margin for its loading and saving: a user who gives a training step an hour must not see
+    it killed at the declared half hour."""
+    declared = step.timeout or default
+    if options.get(MAX_SECONDS) is None:
+        return declared
+    return max(declared, float(options[MAX_SECONDS]) * SELF_BOUND_MARGIN + 60.0)
+
+
+SELF_BOUND_MARGIN = 1.25
 
 
 def to_layout(array: np.ndarray, layout: str) -> np.ndarray:

@@ -2,6 +2,8 @@
 by the planner from a request (`compress=[...]`) and verified like any other step."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,7 @@ def test_distillation_before_int8_trains_at_the_rounded_weights(digits_model, tm
     assert result.report.route[:2] == ["torch-magnitude-prune", "torch-distill"]
     assert result.report.route[-1] == "ort-quantize-static"
     notes = _step(result, "torch-distill").notes
+    assert "from 50% of the training on" in notes["quantization_aware"]
     assert notes["quantization_aware"].endswith(": 5 layers")  # 3 pruned + the first and the depthwise conv
     assert notes["pruned_weights_kept_zero"]
     assert result.report.final.fidelity.cosine > 0.99
@@ -205,3 +208,35 @@ def test_tfmot_prunes_a_tf_keras_model(tmp_path):
     notes = _step(result, "tfmot-prune").notes
     assert abs(notes["sparsity"] - 0.5) <= 0.01 and notes["layers_pruned"] == 2
     assert set(notes["exempt_layers"]) == {"conv2d", "depthwise_conv2d"}
+
+
+class _FixedBatch:
+    def __init__(self, feeds, wanted):
+        self.feeds, self.wanted = feeds, wanted
+
+    def next(self):
+        return self.feeds, self.wanted
+
+
+def test_weight_rounding_starts_at_its_fraction_of_the_training():
+    torch = pytest.importorskip("torch")
+    from hub.declarations import LATER_PRECISIONS
+    from hub_torch.distill import DISTILL_DEFAULTS, WeightRounding, train_student
+
+    class CountingRounding(WeightRounding):
+        rounded_steps = 0
+
+        def round(self):
+            self.rounded_steps += 1
+            super().round()
+
+    module = torch.export.export(torch.nn.Linear(6, 3), (torch.randn(2, 6),)).module()
+    options = {**DISTILL_DEFAULTS, "steps": 8, LATER_PRECISIONS: ["int8"]}
+    rounding = CountingRounding.for_route(module, options)
+    assert rounding.start == 0.5
+    batch = _FixedBatch([torch.randn(2, 6)], [torch.randn(2, 3)])
+    parameters = list(module.parameters())
+    losses = train_student(lambda feeds: [module(*feeds)], parameters, {}, batch, None, rounding, options,
+                           time.perf_counter())
+    assert len(losses) == 8 and rounding.rounded_steps == 4  # steps 4..7 of 0..7
+    assert not rounding.kept  # every rounding was restored: the weights left are the fp32 ones

@@ -161,10 +161,11 @@ def hub_compressors() -> list[Step]:
             description=f"train the {trait} model on the source's outputs (KL on softened logits + MSE) and, "
                         "where the graphs match, on the inputs of its pruned layers, for a bounded number of CPU "
                         "steps (AdamW, cosine decay; image samples randomly cropped and flipped), pruned weights "
-                        "kept at zero; at int8-rounded weights when the route goes on to int8",
+                        "kept at zero; from halfway on at int8-rounded weights when the route goes on to int8",
             seconds=120.0, seconds_per_mb=5.0, fidelity_loss=0.0, size_ratio=1.0,
             options={"steps": 300, "max_seconds": 600.0, "batch": 16, "lr": 3e-4, "temperature": 4.0,
-                     "feature_weight": 20.0, "augment": True, "quantization_aware": True, LATER_PRECISIONS: []},
+                     "feature_weight": 20.0, "augment": True, "quantization_aware": True,
+                     "quantization_aware_from": 0.5, LATER_PRECISIONS: []},
             requires=(TORCH,), extra="torch", timeout=1800.0,
         ) for suffix, trait in (("", "pruned"), ("-channels", "channels-pruned"))],
     ]
