@@ -129,7 +129,7 @@ def calibration_arrays(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def compare(got: list[np.ndarray], expected: list[np.ndarray], lenient_layout: bool = False) -> tuple[bool, str]:
     """(all outputs close, why not / worst error). lenient_layout: an output may also be channels-last."""
-    from hub.runner import from_layout
+    from hub.verification import from_layout
 
     if len(got) != len(expected):
         return False, f"{len(got)} outputs, expected {len(expected)}"
@@ -181,7 +181,7 @@ def route_failures(message: str) -> list[str]:
 
 def hub_check(model_path: Path, info: dict[str, Any], work: Path, relaxed: bool) -> dict[str, Any]:
     import hub
-    from hub.runner import from_layout, to_layout
+    from hub.verification import from_layout, to_layout
 
     calibration = work / "calibration.npz"
     np.savez(calibration, **calibration_arrays(info["inputs"]))
@@ -234,7 +234,7 @@ def _failed_step(failures: list[str]) -> str | None:
 
 
 def baseline_check(model_path: Path, info: dict[str, Any], work: Path) -> dict[str, Any]:
-    from hub.runner import to_layout
+    from hub.verification import to_layout
     from hub_litert.interpreter import open_interpreter
 
     folder = work / "onnx2tf"

@@ -5,7 +5,7 @@ usable target, converts the torch.export .pt2 with hub.convert and measures, in 
 seconds, sizes, batch-1 latency on 2 threads (the source in PyTorch eager fp32, ONNX results in ONNX Runtime,
 TFLite results in LiteRT) and fidelity on held-out samples that calibration never saw. A TFLite result whose
 state ends in "/nhwc" takes channels-last inputs and gives channels-last outputs: samples are moved to its layout
-and its outputs back (hub.runner.to_layout / from_layout) before comparing with the source. The cpu-int8 baseline is what a user writes by
+and its outputs back (hub.verification.to_layout / from_layout) before comparing with the source. The cpu-int8 baseline is what a user writes by
 hand from ONNX Runtime's docs: torch.onnx.export(dynamo=True), then quantize_static with the hub's settings.
 
     .venv/bin/python benchmarks/run.py [--quick]
@@ -175,7 +175,7 @@ def litert_infer(path: Path, layout: str, example: np.ndarray) -> Callable[[np.n
     """A function running one source-layout batch-1 sample on LiteRT (THREADS threads, default delegates) and
     returning its first output in the source's layout; int8 inputs are quantized and outputs dequantized by the
     hub's own feeding code, so the numbers are the ones the hub verified."""
-    from hub.runner import from_layout, to_layout
+    from hub.verification import from_layout, to_layout
     from hub_litert.interpreter import inference
 
     infer = inference(path, THREADS, {INPUT_NAME: to_layout(example, layout)})

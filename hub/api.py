@@ -22,6 +22,7 @@ from hub.report import Report
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
 from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
+from hub.verification import local_backends
 from hub.states import ModelInfo, Requirement, TensorSpec
 from hub.worker import call_worker, save_samples
 
@@ -76,8 +77,10 @@ def _source_path(catalog: Catalog, model: Any, example_inputs: Any, scratch: Pat
     return save_in_memory_model(catalog, model, example_inputs, scratch)
 
 
-def _check_trust(source: Source, trust_pickle: bool) -> None:
-    if source.format.executes_code and not trust_pickle:
+def _check_trust(source: Source, trust_pickle: bool, model_factory: str | None = None) -> None:
+    """A format whose files run code when loaded needs trust_pickle; with a model_factory the file is read as a
+    state_dict with a loader that runs no code (its plugin refuses anything else without trust_pickle)."""
+    if source.format.executes_code and not trust_pickle and not model_factory:
         raise UnsupportedModelError(
             f"{source.path} is a {source.format.name} file: loading it runs code stored inside it. If you trust "
             "where it came from, pass --trust-pickle (trust_pickle=True); better, save the model with "
@@ -183,7 +186,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
     try:
         source = detect_source(catalog, _source_path(catalog, model, example_inputs, workspace), workspace)
-        _check_trust(source, trust_pickle)
+        _check_trust(source, trust_pickle, model_factory)
         # more candidates than attempts: routes that repeat a step which already failed are skipped
         routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes * 4)
         if not routes:
@@ -216,7 +219,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         if runner.reference_note:
             report.warnings.append(runner.reference_note)
         report.route, report.steps, report.alternatives_tried = route.names, records, failures
-        report.samples["verification_samples"] = len(runner.verification_feeds)
+        report.samples["verification_samples"] = len(runner.verifier.feeds)
         report.versions = _versions(route, catalog, target)
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / _output_name(source.path, target.name, artifact)
@@ -247,8 +250,9 @@ def _check_platform(catalog: Catalog, runner: RouteRunner, artifact: Path, platf
     state = runner.final_state
     if progress is not None:
         progress.measuring(f"the same samples on {platform}")
-    check = check_on_platform(catalog, platform, artifact, state, runner.backend_for(state.format),
-                              runner.samples_for(state.layout), len(runner.verification_feeds),
+    verifier = runner.verifier
+    check = check_on_platform(catalog, platform, artifact, state, verifier.backend_for(state.format),
+                              verifier.samples_for(state.layout), len(verifier.feeds),
                               runner.settings.threads, runner.settings.step_timeout)
     if not check.matches:
         raise FidelityError(f"on {platform} the model computes something else than locally: {check.first_mismatch}"
@@ -268,11 +272,10 @@ def verify_on(model: str | Path, platform: str, *, calibration: str | Path | Non
         samples = _samples(calibration, specs)
         samples_path = Path(scratch) / "samples.npz"
         save_samples(samples_path, samples.feeds(32))
-        reference = next((b for b in sorted(catalog.backends.values(), key=lambda b: b.name)
-                          if b.platform is None and source.state.format in b.formats), None)
-        if reference is None:
+        references = local_backends(catalog, source.state.format)
+        if not references:
             raise MissingDependencyError(f"no installed backend runs {source.state.format} locally")
-        return check_on_platform(catalog, platform, source.path, source.state, reference, samples_path,
+        return check_on_platform(catalog, platform, source.path, source.state, references[0], samples_path,
                                  min(samples.count, 32), threads)
 
 

@@ -97,6 +97,8 @@ class Backend:
         returning one list of output arrays per sample; each sample is one batch-1 feed.
     latency: "module:function" taking (model_path, sample, threads, repeats) and returning the median
         milliseconds of one inference.
+    output_names: "module:function" taking model_path and returning the names of the model's outputs in the
+        order `run` returns them (None: the backend cannot tell; verification then pairs outputs by shape).
     platform: set for a backend that runs models on another platform (e.g. "arm64" under emulation); such a
         backend is used by `--check-on PLATFORM` and `hub verify --on PLATFORM`, never for ordinary verification.
     prepare: "module:function" taking no arguments that sets the platform's runtime up once (idempotent; may
@@ -111,6 +113,7 @@ class Backend:
     formats: frozenset[str]
     run: str
     latency: str | None = None
+    output_names: str | None = None
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str | None = None
@@ -137,14 +140,21 @@ class Environment:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a step's outputs may drift from the source's and still pass verification."""
+    """How far a step's outputs may drift from the reference's and still pass verification (see hub.verify).
+
+    min_cosine: every output's mean cosine over the samples. min_top1: top-1 agreement, for outputs of kind
+    "scores" only. max_abs: the largest absolute difference of any output. min_slice_cosine: every slice along a
+    "tensor" output's feature axis; None derives it from min_cosine (hub.verify.min_slice_cosine).
+    """
 
     min_cosine: float = 0.99
     min_top1: float | None = None
     max_abs: float | None = None
+    min_slice_cosine: float | None = None
 
     def to_json(self) -> dict:
-        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs}
+        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs,
+                "min_slice_cosine": self.min_slice_cosine}
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,28 @@
-"""Runs a planned route step by step: each step in a worker on a copy of its input, cached by content,
-verified against the source, and on any failure the next route is tried."""
+"""Runs routes: each step executed (hub.execution) and verified (hub.verification), and on any failure the next
+route is tried (first_working, which starts no process itself)."""
 from __future__ import annotations
 
 import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
-from hub.declarations import LATER_PRECISIONS, MAX_SECONDS, Backend, Step, Target, Tolerance
+from hub.cache import StepCache, copy_artifact
+from hub.declarations import Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
+from hub.execution import StepExecutor
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
-from hub.environments import python_for
-from hub.plugins import Catalog, missing_for
+from hub.plugins import Catalog
 from hub.report import FinalRecord, RouteFailure, StepRecord, artifact_bytes
 from hub.sources import Source
-from hub.verify import Fidelity, compare
-from hub.worker import call_worker, load_outputs, save_samples
-from hub.states import CHANNELS_LAST_RANKS, ModelState, TensorSpec
-
-LATENCY_REPEATS = 30
-PATH_OPTIONS = ("samples",)  # options naming files whose content, not name, decides a step's output
+from hub.states import ModelState, TensorSpec
+from hub.verification import Verifier, Workspace
 
 
 class Progress(Protocol):
@@ -61,160 +57,26 @@ class RunSettings:
 
 
 class RouteRunner:
-    """Executes routes for one source; holds the workspace, the samples and the source's reference outputs."""
+    """Executes routes for one source: steps through a StepExecutor, measurements through a Verifier."""
 
     def __init__(self, catalog: Catalog, source: Source, target: Target, inputs: tuple[TensorSpec, ...],
                  samples: SampleSet, settings: RunSettings, cache: StepCache, workspace: Path,
                  progress: Progress | None = None) -> None:
-        self.catalog, self.source, self.target, self.inputs = catalog, source, target, inputs
-        self.settings, self.cache, self.workspace = settings, cache, workspace
+        self.source, self.target, self.settings = source, target, settings
         self.progress = progress or SilentProgress()
-        self.calibration_path = workspace / "calibration.npz"
-        np.savez(self.calibration_path, **samples.arrays)
-        self.calibration_digest = digest_path(self.calibration_path)
-        self.verification_feeds = samples.feeds(settings.verify_samples)
-        self.samples_path = workspace / "verification-samples.npz"
-        save_samples(self.samples_path, self.verification_feeds)
-        self.samples_digest = digest_path(self.samples_path)
-        self.source_digest = digest_path(source.path)
-        self.reference: list[list[np.ndarray]] | None = None
-        self.reference_note = ""
+        self.workspace = Workspace(workspace, catalog, settings.step_timeout, settings.memory_limit_mb)
+        calibration_path = workspace / "calibration.npz"
+        np.savez(calibration_path, **samples.arrays)
+        self.verifier = Verifier(self.workspace, source.path, source.state, target.backend,
+                                 samples.feeds(settings.verify_samples), settings.threads,
+                                 settings.step_options.get("*", {}), cache)
+        self.executor = StepExecutor(self.workspace, catalog, target, source.path, inputs, calibration_path,
+                                     settings.step_options, settings.trait_options, cache)
         self.final_state: ModelState = source.state
-        self._job = 0
 
-    def _call(self, kind: str, args: dict, timeout: float | None = None, cwd: Path | None = None,
-              environment: str | None = None) -> Any:
-        return call_worker(kind, args, timeout=timeout or self.settings.step_timeout, cwd=cwd,
-                           python=python_for(self.catalog, environment), memory_limit_mb=self.settings.memory_limit_mb)
-
-    # ---- backends and verification -----------------------------------------------------------------------
-
-    def backends_for(self, format_name: str) -> list[Backend]:
-        """Installed local backends running a format: the target's first, then by priority and name."""
-        ordered = sorted(self.catalog.backends.values(),
-                         key=lambda b: (b.name != self.target.backend, b.priority, b.name))
-        return [b for b in ordered if b.platform is None and format_name in b.formats
-                and not missing_for(b, self.catalog)]
-
-    def backend_for(self, format_name: str) -> Backend | None:
-        candidates = self.backends_for(format_name)
-        return candidates[0] if candidates else None
-
-    def samples_for(self, layout: str) -> Path:
-        """The verification samples in the layout an artifact expects (the source's, or channels-last)."""
-        if layout == "source":
-            return self.samples_path
-        path = self.workspace / f"verification-samples-{layout}.npz"
-        if not path.exists():
-            save_samples(path, [{name: to_layout(value, layout) for name, value in feed.items()}
-                                for feed in self.verification_feeds])
-        return path
-
-    def run_outputs(self, artifact: Path, state: ModelState) -> list[list[np.ndarray]] | None:
-        """The artifact's outputs on the verification samples, from the first backend that can load it (an old
-        ONNX opset that ONNX Runtime refuses still runs on the ONNX reference evaluator)."""
-        refusals: list[UnsupportedModelError] = []
-        for backend in self.backends_for(state.format):
-            outputs_path = self._scratch("outputs") / "outputs.npz"
-            try:
-                self._call("run_model", {"ref": backend.run, "model_path": str(artifact),
-                                         "samples_path": str(self.samples_for(state.layout)),
-                                         "outputs_path": str(outputs_path), "threads": self.settings.threads,
-                                         "options": self.settings.step_options.get("*", {})},
-                           environment=backend.environment)
-            except UnsupportedModelError as refusal:
-                refusals.append(refusal)
-                continue
-            return [[from_layout(o, state.layout) for o in sample] for sample in load_outputs(outputs_path)]
-        if refusals:
-            raise refusals[0]
-        return None
-
-    def _reference_outputs(self) -> list[list[np.ndarray]] | None:
-        if self.reference is None and not self.reference_note:
-            self.reference = self.run_outputs(self.source.path, self.source.state)
-            if self.reference is None:
-                self.reference_note = (f"no installed backend runs {self.source.state.format}: steps are "
-                                       "compared with the first artifact that can be run")
-        return self.reference
-
-    def _measurement_key(self, kind: str, artifact: Path, state: ModelState, **extra: Any) -> str | None:
-        backend = self.backend_for(state.format)
-        if backend is None:
-            return None
-        return step_key(kind=kind, artifact=digest_path(artifact), source=self.source_digest,
-                        samples=self.samples_digest, backend=backend.name, threads=self.settings.threads,
-                        layout=state.layout, code=code_digest(backend.run),
-                        versions=distribution_versions(backend.requires), **extra)
-
-    def measure_fidelity(self, artifact: Path, state: ModelState) -> Fidelity | None:
-        """Fidelity of an artifact against the source, remembered by content so a re-run need not rerun both."""
-        key = self._measurement_key("fidelity", artifact, state)
-        remembered = self.cache.recall(key) if key else None
-        if remembered is not None:
-            return Fidelity.from_json(remembered)
-        reference = self._reference_outputs()
-        outputs = self.run_outputs(artifact, state)
-        if outputs is None:
-            return None
-        if reference is None:
-            self.reference = reference = outputs
-        try:
-            fidelity = compare(reference, outputs)
-        except ValueError as error:
-            raise FidelityError(f"outputs do not line up with the source's: {error}") from error
-        self.cache.remember(key, asdict(fidelity))
-        return fidelity
-
-    def latency_ms(self, artifact: Path, state: ModelState) -> float | None:
-        backend = self.backend_for(state.format)
-        if backend is None or backend.latency is None:
-            return None
-        key = self._measurement_key("latency", artifact, state, repeats=LATENCY_REPEATS)
-        remembered = self.cache.recall(key)
-        if remembered is not None:
-            return remembered
-        try:
-            measured = self._call("latency", {
-                "ref": backend.latency, "model_path": str(artifact),
-                "samples_path": str(self.samples_for(state.layout)), "threads": self.settings.threads,
-                "repeats": LATENCY_REPEATS, "options": self.settings.step_options.get("*", {})},
-                environment=backend.environment)
-        except UnsupportedModelError:  # e.g. an old-opset source that only the reference evaluator runs
-            return None
-        return self.cache.remember(key, measured)
-
-    # ---- steps and routes ---------------------------------------------------------------------------------
-
-    def _scratch(self, label: str) -> Path:
-        self._job += 1
-        folder = self.workspace / f"{self._job:03d}-{label}"
-        folder.mkdir(parents=True)
-        return folder
-
-    def _options(self, planned: PlannedStep, later_precisions: tuple[str, ...] = ()) -> dict[str, Any]:
-        options = {**planned.step.options, **self.target.options}
-        for trait in set(planned.result.traits) - set(planned.source.traits):
-            options.update(self.settings.trait_options.get(trait, {}))
-        options.update(self.settings.step_options.get(planned.name, {}))
-        options.update(self.settings.step_options.get("*", {}))
-        options["source_path"] = str(self.source.path)  # a teacher for distillation, a reference for others
-        if LATER_PRECISIONS in planned.step.options:  # only there: other steps' cache keys stay route-independent
-            options[LATER_PRECISIONS] = sorted(set(later_precisions))
-        return options
-
-    def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
-        record = next((p for p in self.catalog.plugins if p.name == planned.plugin), None)
-        keyed = {k: v for k, v in options.items() if k != "source_path"}
-        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in PATH_OPTIONS and v}
-        return step_key(
-            input=digest_path(artifact), step=planned.name, produces=dict(planned.step.produces),
-            options=keyed, files=files, inputs=[s.to_json() for s in self.inputs],
-            teacher=self.source_digest if "source_path" in options else None,
-            calibration=self.calibration_digest if planned.step.needs_calibration else None,
-            plugin=record.origin if record else None, code=code_digest(planned.step.run),
-            versions=distribution_versions(planned.step.requires),
-        )
+    @property
+    def reference_note(self) -> str:
+        return self.verifier.reference_note
 
     def _relaxed(self, planned: PlannedStep, tolerance: Tolerance) -> Tolerance:
         """The tolerance from this step on: a requested lossy compression lowers the cosine bound it declares."""
@@ -227,20 +89,13 @@ class RouteRunner:
         """Run one step (or reuse its cached output) and verify it. later_precisions: the precisions of the
         states the route goes on to after this step, for a step that declares the option LATER_PRECISIONS."""
         self.progress.step_started(planned)
-        options = self._options(planned, later_precisions)
-        key = self._key(planned, artifact, options)
-        cached = self.cache.lookup(key)
         started = time.perf_counter()
-        if cached:
-            output, meta = cached
-            notes = meta.get("notes", {})
-        else:
-            output, notes = self._execute(planned, artifact, options)
-            output = self.cache.store(key, output, {"notes": notes, "step": planned.name})
+        output = self.executor.run(planned, artifact, later_precisions)
         ran = time.perf_counter()
-        fidelity = self.measure_fidelity(output, planned.result) if self.settings.verify else None
+        fidelity = self.verifier.measure_fidelity(output.path, planned.result, planned.name) \
+            if self.settings.verify else None
         record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result), ran - started,
-                            artifact_bytes(output), fidelity, bool(cached), notes,
+                            artifact_bytes(output.path), fidelity, output.cached, output.notes,
                             verify_seconds=time.perf_counter() - ran)
         self.progress.step_finished(record)
         if fidelity is not None:
@@ -248,26 +103,7 @@ class RouteRunner:
             if violations:
                 raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
                                     + "; ".join(violations))
-        return record, output
-
-    def _execute(self, planned: PlannedStep, artifact: Path, options: dict) -> tuple[Path, dict]:
-        folder = self._scratch(planned.name)
-        (folder / "input").mkdir()
-        private_input = folder / "input" / artifact.name
-        copy_artifact(artifact, private_input)  # steps get a copy: some libraries rewrite their input
-        workdir = folder / "work"
-        workdir.mkdir()
-        value = self._call("step", {"ref": planned.step.run, "context": {
-            "input_path": str(private_input), "workdir": str(workdir), "options": options,
-            "inputs": [s.to_json() for s in self.inputs],
-            "calibration": str(self.calibration_path) if planned.step.needs_calibration else None,
-        }}, timeout=worker_timeout(planned.step, options, self.settings.step_timeout), cwd=workdir,
-            environment=planned.step.environment)
-        output = Path(value["path"]).resolve()
-        if not output.exists() or workdir.resolve() not in output.parents:
-            raise StepFailedError(f"step {planned.name} returned {output}, which is not a file it wrote in its "
-                                  "work folder (a bug in its plugin)")
-        return output, value.get("notes", {})
+        return record, output.path
 
     def run_route(self, route: Route) -> tuple[Path, list[StepRecord]]:
         artifact, records = self.source.path, []
@@ -285,77 +121,60 @@ class RouteRunner:
 
     def run_first_working(self, routes: list[Route], attempts: int
                           ) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
-        """Try routes in cost order, at most `attempts` of them, skipping any route that repeats a step which
-        already failed from the same state; the first route that runs and verifies wins."""
-        failures: list[RouteFailure] = []
-        errors: list[HubError] = []
-        failed: set[tuple[str, str]] = set()
-        for route in routes:
-            if len(failures) >= attempts:
-                break
-            if any((p.name, str(p.source)) in failed for p in route.steps):
-                continue
-            self.progress.route_started(route, len(failures) + 1)
-            try:
-                artifact, records = self.run_route(route)
-                return route, artifact, records, failures
-            except HubError as error:
-                step = getattr(error, "failed_step", "?")
-                failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
-                failure = RouteFailure(route.names, step, error.message, error.detail)
-                failures.append(failure)
-                errors.append(error)
-                self.progress.route_failed(failure)
-        if not failures:
-            raise StepFailedError(f"no route to {self.target.name} could be tried")
-        lines = [f"all {len(failures)} route(s) tried to {self.target.name} failed:"]
-        lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
-        # when a route failed on something the user must fix (a flag, an untrusted file), say that first
-        user_errors = [e for e in errors if isinstance(e, (UsageError, UnsupportedModelError))]
-        error_class = type(user_errors[0]) if user_errors else StepFailedError
-        message = user_errors[0].message + "\n" + "\n".join(lines) if user_errors else "\n".join(lines)
-        raise error_class(message, detail="\n\n".join(f.detail or "" for f in failures))
+        return first_working(routes, attempts, self.run_route, self.progress, self.target.name)
 
     def final_record(self, artifact: Path, output_path: Path, route: Route, records: list[StepRecord],
                      measure_latency: bool = True) -> FinalRecord:
+        """The delivered model's record. A route of no steps delivers the source itself: it has no fidelity to
+        measure (it would be compared with itself)."""
         state = route.steps[-1].result if route.steps else self.source.state
         self.final_state = state
-        fidelity = records[-1].fidelity if records else (
-            self.measure_fidelity(artifact, state) if self.settings.verify else None)
+        fidelity = records[-1].fidelity if records else None
         latency = source_latency = None
         if measure_latency:
             self.progress.measuring("latency")
-            latency = self.latency_ms(artifact, state)
-            source_latency = self.latency_ms(self.source.path, self.source.state)
-        backend = self.backend_for(state.format)
+            latency = self.verifier.latency_ms(artifact, state)
+            source_latency = self.verifier.latency_ms(self.source.path, self.source.state)
+        backend = self.verifier.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
 
 
-def worker_timeout(step: Step, options: dict, default: float) -> float:
-    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (MAX_SECONDS)
-    to that bound plus a margin for its loading and saving: a user who gives a training step an hour must not see
-    it killed at the declared half hour."""
-    declared = step.timeout or default
-    if options.get(MAX_SECONDS) is None:
-        return declared
-    return max(declared, float(options[MAX_SECONDS]) * SELF_BOUND_MARGIN + 60.0)
+RunRoute = Callable[[Route], tuple[Path, list[StepRecord]]]
 
 
-SELF_BOUND_MARGIN = 1.25
-
-
-def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    """A source-layout (channels-first) array in the artifact's layout: "nhwc" moves channels last."""
-    if layout != "nhwc" or array.ndim not in CHANNELS_LAST_RANKS:
-        return array
-    return np.ascontiguousarray(array.transpose(0, *range(2, array.ndim), 1))
-
-
-def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    if layout != "nhwc" or array.ndim not in CHANNELS_LAST_RANKS:
-        return array
-    return np.ascontiguousarray(array.transpose(0, array.ndim - 1, *range(1, array.ndim - 1)))
+def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progress: Progress,
+                  target_name: str) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
+    """Try routes in cost order, at most `attempts` of them, skipping any route that repeats a step which already
+    failed from the same state; the first route that runs and verifies wins. When all fail, raises one error that
+    lists each route's failure, of the class of a failure the user must fix (a flag, an untrusted file) if any."""
+    failures: list[RouteFailure] = []
+    errors: list[HubError] = []
+    failed: set[tuple[str, str]] = set()
+    for route in routes:
+        if len(failures) >= attempts:
+            break
+        if any((p.name, str(p.source)) in failed for p in route.steps):
+            continue
+        progress.route_started(route, len(failures) + 1)
+        try:
+            artifact, records = run_route(route)
+            return route, artifact, records, failures
+        except HubError as error:
+            step = getattr(error, "failed_step", "?")
+            failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
+            failure = RouteFailure(route.names, step, error.message, error.detail)
+            failures.append(failure)
+            errors.append(error)
+            progress.route_failed(failure)
+    if not failures:
+        raise StepFailedError(f"no route to {target_name} could be tried")
+    lines = [f"all {len(failures)} route(s) tried to {target_name} failed:"]
+    lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
+    user_errors = [e for e in errors if isinstance(e, (UsageError, UnsupportedModelError))]
+    error_class = type(user_errors[0]) if user_errors else StepFailedError
+    message = user_errors[0].message + "\n" + "\n".join(lines) if user_errors else "\n".join(lines)
+    raise error_class(message, detail="\n\n".join(f.detail or "" for f in failures))
 
 
 def write_atomically(artifact: Path, destination: Path) -> None:

@@ -1,21 +1,112 @@
-"""Fidelity of an artifact against the source: the same inputs through both, outputs compared."""
+"""Fidelity of an artifact against a float reference: the same inputs through both, each output compared on its
+own with the metrics that fit it.
+
+Outputs are paired by name, then by shape, never by position alone: converters reorder and rename outputs.
+Each output gets a kind that decides its metrics:
+- "scores" (class scores or logits, shaped (1, classes)): cosine, max-abs, top-1 agreement, top-5 containment and
+  top-1 agreement where the source is confident. Only these outputs are held to a target's `min_top1`.
+- "embedding" (a vector per sample, e.g. a sentence embedding): cosine and max-abs; an arg-max means nothing here.
+- "tensor" (anything else: boxes and scores side by side, feature maps, sequences): cosine and max-abs over the
+  whole output, and the cosine of every slice along its feature axis, so that a small-valued part (the class
+  scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hub.declarations import Tolerance
 
 CONFIDENT_SOFTMAX = 0.5
+# A slice may drift this many times further from cosine 1 than the whole output may (0.99 -> 0.9): single
+# channels are noisier than their sum, but a part that the result has lost falls far below either bound.
+SLICE_DRIFT_FACTOR = 10.0
+MIN_SLICE_COSINE_FLOOR = 0.5
+SCORE_NAME = re.compile(r"logit|score|prob|class|cls|label|pred")
+EMBEDDING_NAME = re.compile(r"embed|hidden|pool|feature|sentence|token|vector|encod")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A model's outputs on the verification samples: per sample, one array per output, in the order of `names`
+    (None for an output whose backend does not know its name)."""
+
+    samples: list[list[np.ndarray]]
+    names: tuple[str | None, ...] = ()
+
+    @classmethod
+    def of(cls, value: "Outputs | list[list[np.ndarray]]") -> "Outputs":
+        return value if isinstance(value, Outputs) else cls(value)
+
+    def name(self, index: int) -> str | None:
+        return self.names[index] if index < len(self.names) else None
+
+    def count(self) -> int:
+        return len(self.samples[0]) if self.samples else len(self.names)
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """One output's agreement with the reference's output it was paired with.
+
+    name: the reference's name for it ("output N" when unnamed); matched: the artifact's name for its partner;
+    matched_by: "name", "shape" or "order among outputs of the same shape" (the last only when names and shapes
+    cannot tell them apart). worst_slice / worst_slice_cosine: along slice_axis, the slice that agrees least.
+    """
+
+    name: str
+    matched: str
+    matched_by: str
+    kind: str
+    shape: tuple[int, ...]
+    cosine: float
+    max_abs: float
+    slice_axis: int | None = None
+    worst_slice: int | None = None
+    worst_slice_cosine: float | None = None
+    top1_agreement: float | None = None
+    top5_containment: float | None = None
+    confident_top1_agreement: float | None = None
+    confident_samples: int = 0
+
+    def to_json(self) -> dict:
+        data = {key: getattr(self, key) for key in self.__dataclass_fields__}
+        data["shape"] = list(self.shape)
+        for key in ("cosine", "max_abs", "worst_slice_cosine", "top1_agreement", "top5_containment",
+                    "confident_top1_agreement"):
+            data[key] = _rounded(data[key])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "OutputFidelity":
+        return cls(**{**data, "shape": tuple(data["shape"])})
+
+    def violations(self, tolerance: Tolerance) -> list[str]:
+        found = []
+        if not self.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
+            found.append(f"cosine {self.cosine:.5f} < {tolerance.min_cosine}")
+        slice_bound = min_slice_cosine(tolerance)
+        if self.worst_slice_cosine is not None and not self.worst_slice_cosine >= slice_bound:
+            found.append(f"slice {self.worst_slice} along axis {self.slice_axis} has cosine "
+                         f"{self.worst_slice_cosine:.4f} < {slice_bound:.4g}")
+        if tolerance.min_top1 is not None and self.top1_agreement is not None \
+                and self.top1_agreement < tolerance.min_top1:
+            found.append(f"top-1 agreement {self.top1_agreement:.3f} < {tolerance.min_top1}")
+        if tolerance.max_abs is not None and not self.max_abs <= tolerance.max_abs:
+            found.append(f"max-abs {self.max_abs:.3g} > {tolerance.max_abs}")
+        return found
 
 
 @dataclass(frozen=True)
 class Fidelity:
-    """max_abs: largest absolute difference over all outputs and samples. cosine: mean over samples and
-    outputs of the cosine between flattened outputs. For outputs shaped (1, classes): top1_agreement (same
-    arg-max), top5_containment (the source's top-1 among the artifact's top 5), confident_top1_agreement
-    (top-1 agreement on samples where the source's softmax exceeds 0.5; None when there are none)."""
+    """The artifact's agreement with the reference over all outputs; `outputs` has each output's own figures.
+
+    max_abs: the largest absolute difference of any output. cosine: the lowest per-output mean cosine (over
+    samples). top1_agreement, top5_containment, confident_top1_agreement: the lowest over outputs of kind
+    "scores" (None when there are none). worst_slice_cosine: the lowest slice cosine of any "tensor" output.
+    """
 
     samples: int
     max_abs: float
@@ -24,6 +115,8 @@ class Fidelity:
     top5_containment: float | None = None
     confident_top1_agreement: float | None = None
     confident_samples: int = 0
+    worst_slice_cosine: float | None = None
+    outputs: tuple[OutputFidelity, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict:
         return {
@@ -34,27 +127,46 @@ class Fidelity:
             "top5_containment": _rounded(self.top5_containment),
             "confident_top1_agreement": _rounded(self.confident_top1_agreement),
             "confident_samples": self.confident_samples,
+            "worst_slice_cosine": _rounded(self.worst_slice_cosine),
+            "outputs": [o.to_json() for o in self.outputs],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "Fidelity":
-        return cls(**data)
+        outputs = tuple(OutputFidelity.from_json(o) for o in data.get("outputs", ()))
+        return cls(**{**data, "outputs": outputs})
 
     def violations(self, tolerance: Tolerance) -> list[str]:
-        found = []
-        if not self.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
-            found.append(f"cosine {self.cosine:.5f} < {tolerance.min_cosine}")
-        if tolerance.min_top1 is not None and self.top1_agreement is not None \
-                and self.top1_agreement < tolerance.min_top1:
-            found.append(f"top-1 agreement {self.top1_agreement:.3f} < {tolerance.min_top1}")
-        if tolerance.max_abs is not None and not self.max_abs <= tolerance.max_abs:
-            found.append(f"max-abs {self.max_abs:.3g} > {tolerance.max_abs}")
-        return found
+        if not self.outputs:  # a summary without per-output figures (e.g. built by hand)
+            return _summary_violations(self, tolerance)
+        several = len(self.outputs) > 1
+        return [f"output {o.name}: {v}" if several else v for o in self.outputs for v in o.violations(tolerance)]
+
+
+def _summary_violations(fidelity: Fidelity, tolerance: Tolerance) -> list[str]:
+    found = []
+    if not fidelity.cosine >= tolerance.min_cosine:
+        found.append(f"cosine {fidelity.cosine:.5f} < {tolerance.min_cosine}")
+    if tolerance.min_top1 is not None and fidelity.top1_agreement is not None \
+            and fidelity.top1_agreement < tolerance.min_top1:
+        found.append(f"top-1 agreement {fidelity.top1_agreement:.3f} < {tolerance.min_top1}")
+    if tolerance.max_abs is not None and not fidelity.max_abs <= tolerance.max_abs:
+        found.append(f"max-abs {fidelity.max_abs:.3g} > {tolerance.max_abs}")
+    return found
+
+
+def min_slice_cosine(tolerance: Tolerance) -> float:
+    """The bound on every slice of a "tensor" output: the tolerance's own, or derived from min_cosine."""
+    if tolerance.min_slice_cosine is not None:
+        return tolerance.min_slice_cosine
+    return max(MIN_SLICE_COSINE_FLOOR, 1.0 - SLICE_DRIFT_FACTOR * (1.0 - tolerance.min_cosine))
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else float(f"{value:.6g}")
 
+
+# ---- element-wise measures ------------------------------------------------------------------------------
 
 def finite_parts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The finite values of two same-sized arrays as flat float64, or None when their NaNs and infinities
@@ -92,8 +204,104 @@ def max_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b), initial=0.0))
 
 
-def _looks_like_scores(array: np.ndarray) -> bool:
-    return array.ndim == 2 and array.shape[0] == 1 and array.shape[1] > 1
+# ---- pairing outputs --------------------------------------------------------------------------------------
+
+def plain_name(name: str | None) -> str | None:
+    """A name without the decorations converters add (TF's "serving_default_" and ":0"), lower case."""
+    if not name:
+        return None
+    name = name.lower().removeprefix("serving_default_")
+    return re.sub(r":\d+$", "", name)
+
+
+def _core_shape(array: np.ndarray) -> tuple[int, ...]:
+    """The shape without its 1-sized dimensions: a converter may add or drop a unit batch axis."""
+    return tuple(d for d in array.shape if d != 1)
+
+
+def pair_outputs(reference: Outputs, candidate: Outputs) -> list[tuple[int, int, str]]:
+    """(reference index, candidate index, how) for every output: by name where both sides name it alike, then
+    by a shape no other unpaired output has, then, among outputs of one shape, in order. Raises ValueError when
+    the counts differ or an output has no partner of its size."""
+    count = reference.count()
+    if candidate.count() != count:
+        raise ValueError(f"the artifact has {candidate.count()} outputs, the reference {count}")
+    pairs: list[tuple[int, int, str]] = []
+    free = list(range(count))
+    by_name = {plain_name(candidate.name(j)): j for j in free if candidate.name(j)}
+    for i in range(count):
+        j = by_name.get(plain_name(reference.name(i)))
+        if j is not None and j in free and reference.samples[0][i].size == candidate.samples[0][j].size:
+            pairs.append((i, j, "name"))
+            free.remove(j)
+    unpaired = [i for i in range(count) if all(p[0] != i for p in pairs)]
+    for shape_of in (_core_shape, lambda array: (array.size,)):
+        for i in list(unpaired):
+            shape = shape_of(reference.samples[0][i])
+            same = [j for j in free if shape_of(candidate.samples[0][j]) == shape]
+            twins = [k for k in unpaired if shape_of(reference.samples[0][k]) == shape]
+            if not same:
+                continue
+            how = "shape" if len(same) == 1 and len(twins) == 1 else "order among outputs of the same shape"
+            pairs.append((i, same[0], how))
+            free.remove(same[0])
+            unpaired.remove(i)
+    if unpaired:
+        i = unpaired[0]
+        raise ValueError(f"output {reference.name(i) or i} of shape {reference.samples[0][i].shape} has no "
+                         "counterpart of that size in the artifact")
+    return sorted(pairs)
+
+
+# ---- per-output measures ----------------------------------------------------------------------------------
+
+def output_kind(arrays: list[np.ndarray], names: tuple[str | None, ...]) -> str:
+    """scores, embedding or tensor (see the module's docstring): names decide first, then the values."""
+    first = arrays[0]
+    if not (first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1):
+        return "tensor"
+    hint = " ".join(plain_name(n) or "" for n in names)
+    if EMBEDDING_NAME.search(hint):
+        return "embedding"
+    if SCORE_NAME.search(hint):
+        return "scores"
+    rows = np.stack([a.reshape(-1).astype(np.float64) for a in arrays])
+    if not np.all(np.isfinite(rows)) or np.max(np.abs(rows)) > 1e6:  # overflow-safe: such rows are no unit vectors
+        return "scores"
+    if np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3) and not _are_probabilities(rows):
+        return "embedding"  # unit-length vectors: a normalised embedding, not logits
+    return "scores"
+
+
+def _are_probabilities(rows: np.ndarray) -> bool:
+    return bool(np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+
+
+def slice_axis(shape: tuple[int, ...]) -> int | None:
+    """The feature axis whose slices are compared on their own: channels (axis 1) for images and volumes, else
+    the shortest axis longer than 1 (the 85 of a detector's (1, 8400, 85)); None for a vector."""
+    long_axes = [axis for axis, size in enumerate(shape) if size > 1]
+    if len(long_axes) < 2:
+        return None
+    if len(shape) >= 4 and shape[1] > 1:
+        return 1
+    return min(long_axes, key=lambda axis: (shape[axis], axis))
+
+
+def _worst_slice(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int) -> tuple[int, float] | None:
+    """The slice along `axis` (over all samples) whose cosine is lowest, skipping slices the reference leaves at
+    zero (a dead channel is judged by max-abs, not by the direction of its noise)."""
+    ref = np.stack(reference).astype(np.float64)
+    cand = np.stack(candidate).astype(np.float64)
+    worst: tuple[int, float] | None = None
+    for index in range(ref.shape[axis + 1]):
+        ref_slice, cand_slice = np.take(ref, index, axis=axis + 1), np.take(cand, index, axis=axis + 1)
+        if not np.any(ref_slice[np.isfinite(ref_slice)]):
+            continue
+        value = cosine(ref_slice, cand_slice)
+        if worst is None or not value >= worst[1]:
+            worst = (index, value)
+    return worst
 
 
 def _softmax_max(logits: np.ndarray) -> float:
@@ -102,33 +310,78 @@ def _softmax_max(logits: np.ndarray) -> float:
     return float(probabilities.max())
 
 
-def compare(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> Fidelity:
-    """Compare per-sample output lists; raises ValueError when they do not line up."""
-    if len(reference) != len(candidate):
-        raise ValueError(f"{len(candidate)} output sets for {len(reference)} samples")
-    max_abs, cosines, top1, top5, confident = 0.0, [], [], [], []
-    for ref_outputs, cand_outputs in zip(reference, candidate):
-        if len(ref_outputs) != len(cand_outputs):
-            raise ValueError(f"the artifact has {len(cand_outputs)} outputs, the source {len(ref_outputs)}")
-        for ref, cand in zip(ref_outputs, cand_outputs):
-            if ref.size != cand.size:
-                raise ValueError(f"an output has {cand.size} values where the source has {ref.size}")
-            cand = cand.reshape(ref.shape).astype(np.float64)
-            max_abs = max(max_abs, max_abs_difference(ref, cand))
-            cosines.append(cosine(ref, cand))
-            if _looks_like_scores(ref):
-                source_class = int(np.argmax(ref))
-                agrees = source_class == int(np.argmax(cand))
-                top1.append(agrees)
-                top5.append(source_class in np.argsort(-cand[0])[:5])
-                if _softmax_max(ref[0]) > CONFIDENT_SOFTMAX:
-                    confident.append(agrees)
+def _class_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
+    top1, top5, confident = [], [], []
+    for ref, cand in zip(reference, candidate, strict=True):
+        ref, cand = ref.reshape(-1), cand.reshape(-1)
+        source_class = int(np.argmax(ref))
+        agrees = source_class == int(np.argmax(cand))
+        top1.append(agrees)
+        top5.append(source_class in np.argsort(-cand)[:5])
+        if _softmax_max(ref) > CONFIDENT_SOFTMAX:
+            confident.append(agrees)
+    return {"top1_agreement": float(np.mean(top1)), "top5_containment": float(np.mean(top5)),
+            "confident_top1_agreement": float(np.mean(confident)) if confident else None,
+            "confident_samples": len(confident)}
+
+
+def compare_output(name: str, matched: str, matched_by: str, reference: list[np.ndarray],
+                   candidate: list[np.ndarray], names: tuple[str | None, ...]) -> OutputFidelity:
+    """One output over all samples (`reference[s]` against `candidate[s]`)."""
+    candidate = [c.reshape(r.shape).astype(np.float64) for r, c in zip(reference, candidate, strict=True)]
+    kind = output_kind(reference, names)
+    figures: dict = {}
+    if kind == "scores":
+        figures = _class_agreement(reference, candidate)
+    axis = slice_axis(reference[0].shape) if kind == "tensor" else None
+    if axis is not None:
+        worst = _worst_slice(reference, candidate, axis)
+        if worst is not None:
+            figures.update(slice_axis=axis, worst_slice=worst[0], worst_slice_cosine=worst[1])
+    return OutputFidelity(
+        name=name, matched=matched, matched_by=matched_by, kind=kind, shape=tuple(reference[0].shape),
+        cosine=float(np.mean([cosine(r, c) for r, c in zip(reference, candidate)])),
+        max_abs=max((max_abs_difference(r, c) for r, c in zip(reference, candidate)), default=0.0),
+        **figures)
+
+
+def compare(reference: Outputs | list[list[np.ndarray]], candidate: Outputs | list[list[np.ndarray]]) -> Fidelity:
+    """Compare the candidate's outputs with the reference's, output by output (paired by name, then shape);
+    raises ValueError when they do not line up."""
+    reference, candidate = Outputs.of(reference), Outputs.of(candidate)
+    if len(reference.samples) != len(candidate.samples):
+        raise ValueError(f"{len(candidate.samples)} output sets for {len(reference.samples)} samples")
+    if not reference.samples:
+        return Fidelity(samples=0, max_abs=0.0, cosine=1.0)
+    for sample in candidate.samples:
+        if len(sample) != reference.count():
+            raise ValueError(f"the artifact has {len(sample)} outputs, the reference {reference.count()}")
+    outputs = []
+    for i, j, how in pair_outputs(reference, candidate):
+        name = reference.name(i) or f"output {i}"
+        outputs.append(compare_output(
+            name, candidate.name(j) or f"output {j}", how, [s[i] for s in reference.samples],
+            [s[j] for s in candidate.samples], (reference.name(i), candidate.name(j))))
+    return summarize(len(reference.samples), outputs)
+
+
+def summarize(samples: int, outputs: list[OutputFidelity]) -> Fidelity:
+    scores = [o for o in outputs if o.kind == "scores"]
+    slices = [o.worst_slice_cosine for o in outputs if o.worst_slice_cosine is not None]
+    confident = [o.confident_top1_agreement for o in scores if o.confident_top1_agreement is not None]
     return Fidelity(
-        samples=len(reference),
-        max_abs=max_abs,
-        cosine=float(np.mean(cosines)) if cosines else 1.0,
-        top1_agreement=float(np.mean(top1)) if top1 else None,
-        top5_containment=float(np.mean(top5)) if top5 else None,
-        confident_top1_agreement=float(np.mean(confident)) if confident else None,
-        confident_samples=len(confident),
+        samples=samples,
+        max_abs=max((o.max_abs for o in outputs), default=0.0),
+        cosine=min((o.cosine for o in outputs), default=1.0, key=_nan_first),
+        top1_agreement=min((o.top1_agreement for o in scores), default=None),
+        top5_containment=min((o.top5_containment for o in scores), default=None),
+        confident_top1_agreement=min(confident, default=None),
+        confident_samples=max((o.confident_samples for o in scores), default=0),
+        worst_slice_cosine=min(slices, default=None, key=_nan_first),
+        outputs=tuple(outputs),
     )
+
+
+def _nan_first(value: float) -> float:
+    """Orders a NaN below everything, so the worst figure is the one reported."""
+    return -np.inf if np.isnan(value) else value

@@ -23,6 +23,7 @@ import numpy as np
 
 from hub import errors
 from hub.errors import HubError, MissingDependencyError, StepFailedError
+from hub.verify import Outputs
 
 STDERR_TAIL_CHARS = 4000
 WATCH_INTERVAL = 0.2
@@ -68,10 +69,11 @@ def _describe(ref: str, path: str, options: dict) -> dict:
 
 
 def _run_model(ref: str, model_path: str, samples_path: str, outputs_path: str, threads: int,
-               options: dict | None = None) -> dict:
+               options: dict | None = None, names_ref: str | None = None) -> dict:
     samples = load_samples(Path(samples_path))
     outputs = _with_options(resolve(ref), options)(Path(model_path), samples, threads)
-    save_outputs(Path(outputs_path), outputs)
+    names = [str(name) for name in resolve(names_ref)(Path(model_path))] if names_ref else []
+    save_outputs(Path(outputs_path), outputs, names)
     return {"samples": len(outputs)}
 
 
@@ -161,17 +163,32 @@ def load_samples(path: Path) -> list[dict[str, np.ndarray]]:
     return [samples[i] for i in sorted(samples)]
 
 
-def save_outputs(path: Path, outputs: list[list[np.ndarray]]) -> None:
-    np.savez(path, **{f"{i}/{j}": np.asarray(o) for i, sample in enumerate(outputs) for j, o in enumerate(sample)})
+OUTPUT_NAMES_KEY = "names"
+
+
+def save_outputs(path: Path, outputs: list[list[np.ndarray]], names: list[str] | None = None) -> None:
+    """Outputs per sample, and the outputs' names where the backend knows them ("" for an unknown one)."""
+    arrays = {f"{i}/{j}": np.asarray(o) for i, sample in enumerate(outputs) for j, o in enumerate(sample)}
+    if names:
+        arrays[OUTPUT_NAMES_KEY] = np.array(names, dtype=np.str_)
+    np.savez(path, **arrays)
 
 
 def load_outputs(path: Path) -> list[list[np.ndarray]]:
+    return load_named_outputs(path).samples
+
+
+def load_named_outputs(path: Path) -> Outputs:
     by_sample: dict[int, dict[int, np.ndarray]] = {}
+    names: tuple[str | None, ...] = ()
     with np.load(path, allow_pickle=False) as data:
         for key in data.files:
+            if key == OUTPUT_NAMES_KEY:
+                names = tuple(str(name) or None for name in data[key])
+                continue
             i, j = (int(part) for part in key.split("/"))
             by_sample.setdefault(i, {})[j] = data[key]
-    return [[by_sample[i][j] for j in sorted(by_sample[i])] for i in sorted(by_sample)]
+    return Outputs([[by_sample[i][j] for j in sorted(by_sample[i])] for i in sorted(by_sample)], names)
 
 
 # ---- parent side -----------------------------------------------------------------------------------------

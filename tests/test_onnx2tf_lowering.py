@@ -94,7 +94,7 @@ def test_what_tflite_runs_already_is_left_alone():
 @pytest.mark.slow
 def test_a_3d_average_pool_converts_to_a_tflite_file_the_interpreter_loads(tmp_path):
     import hub
-    from hub.runner import from_layout, to_layout
+    from hub.verification import from_layout, to_layout
     from hub_litert.interpreter import run_samples
 
     node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2, 2], strides=[2, 2, 2])

@@ -134,3 +134,66 @@ def test_a_model_with_a_vector_input_converts_end_to_end(tmp_path):
                          output=tmp_path / "out")
     assert result.report.source["inputs"] == [{"name": "x", "shape": [5], "dtype": "float32"}]
     assert result.report.final.fidelity.samples == 6 and result.report.final.fidelity.max_abs == 0
+
+
+def _named(samples, names):
+    from hub.verify import Outputs
+
+    return Outputs(samples, tuple(names))
+
+
+def test_outputs_a_converter_reordered_are_paired_by_name():
+    rng = np.random.default_rng(0)
+    boxes, scores = rng.normal(size=(1, 4)), rng.normal(size=(1, 10))
+    reference = _named([[boxes, scores]], ["boxes", "scores"])
+    reordered = _named([[scores, boxes]], ["scores:0", "serving_default_boxes"])
+    fidelity = compare(reference, reordered)
+    assert [(o.name, o.matched, o.matched_by) for o in fidelity.outputs] == [
+        ("boxes", "serving_default_boxes", "name"), ("scores", "scores:0", "name")]
+    assert fidelity.cosine == pytest.approx(1.0) and fidelity.max_abs == 0.0
+
+
+def test_unnamed_outputs_are_paired_by_shape_not_position():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(1, 3, 8)), rng.normal(size=(1, 5))
+    fidelity = compare([[a, b]], _named([[b, a]], ["", ""]))
+    assert {o.matched_by for o in fidelity.outputs} == {"shape"}
+    assert fidelity.cosine == pytest.approx(1.0)
+
+
+def test_a_detector_losing_its_small_scores_is_rejected_though_the_whole_cosine_is_high():
+    """One output (1, 8400, 6): four box coordinates in pixels beside two class scores in 0..1. Quantizing the
+    scores away keeps the whole-tensor cosine near 1; the slice along the feature axis catches it."""
+    rng = np.random.default_rng(2)
+    reference = [[np.concatenate([rng.uniform(0, 320, (1, 8400, 4)), rng.uniform(0, 1, (1, 8400, 2))], axis=2)]
+                 for _ in range(4)]
+    scores_lost = [[np.concatenate([sample[0][..., :4], np.zeros((1, 8400, 2))], axis=2)] for sample in reference]
+    fidelity = compare(reference, scores_lost)
+    assert fidelity.cosine > 0.999
+    (output,) = fidelity.outputs
+    assert output.kind == "tensor" and output.slice_axis == 2 and output.worst_slice in (4, 5)
+    violations = fidelity.violations(Tolerance(min_cosine=0.98))
+    assert len(violations) == 1 and violations[0].startswith(f"slice {output.worst_slice} along axis 2")
+    slightly_off = [[sample[0] * (1 + 1e-3 * rng.standard_normal(sample[0].shape))] for sample in reference]
+    assert not compare(reference, slightly_off).violations(Tolerance(min_cosine=0.98))
+
+
+def test_embeddings_are_not_held_to_class_agreement():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(8, 384))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    reference = [[v[None]] for v in vectors]
+    noisy = [[v[None] + 0.003 * rng.normal(size=(1, 384))] for v in vectors]
+    fidelity = compare(reference, noisy)
+    assert fidelity.outputs[0].kind == "embedding" and fidelity.top1_agreement is None
+    assert fidelity.cosine > 0.99 and not fidelity.violations(Tolerance(min_cosine=0.99, min_top1=0.99))
+    named = compare(_named([[v[None] * 3] for v in vectors], ["sentence_embedding"]), noisy)
+    assert named.outputs[0].kind == "embedding"
+
+
+def test_each_output_is_judged_on_its_own():
+    good, bad = np.arange(1.0, 11.0)[None], np.array([[1.0, 2.0, 3.0]])
+    fidelity = compare(_named([[good, bad]], ["logits", "offsets"]),
+                       _named([[good, -bad]], ["logits", "offsets"]))
+    assert fidelity.violations(Tolerance(min_cosine=0.99)) == ["output offsets: cosine -1.00000 < 0.99"]
+    assert fidelity.cosine == pytest.approx(-1.0)

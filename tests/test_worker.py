@@ -59,7 +59,7 @@ def test_workers_cannot_reach_the_network(tmp_path):
 
 def test_a_step_that_bounds_its_own_time_gets_a_timeout_long_enough_for_it():
     from hub.declarations import MAX_SECONDS, Step
-    from hub.runner import worker_timeout
+    from hub.execution import worker_timeout
     from hub.states import Requirement
 
     step = Step(name="train", accepts=Requirement.of(format="x"), produces={"trait": "t"}, run="x:y", timeout=1800.0)

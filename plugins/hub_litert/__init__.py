@@ -36,6 +36,7 @@ def hub_backends() -> list[Backend]:
             formats=frozenset({"tflite"}),
             run="hub_litert.interpreter:run_samples",
             latency="hub_litert.interpreter:median_latency_ms",
+            output_names="hub_litert.interpreter:output_names",
             description="LiteRT interpreter on the CPU (XNNPACK); int8 inputs and outputs are quantized and "
                         "dequantized with the model's own scale and zero point",
             requires=LITERT,

@@ -122,6 +122,13 @@ def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[lis
     return [infer(sample) for sample in samples]
 
 
+def output_names(model_path: Path) -> list[str]:
+    """The outputs' names (their serving signature's where it has one), in the order run_samples returns them."""
+    interpreter = open_interpreter(Path(model_path), delegates=False)
+    names = signature_names(interpreter)
+    return [tensor_name(detail, names) for detail in interpreter.get_output_details()]
+
+
 def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int) -> float:
     """Median milliseconds of one invoke (feeding included), after warm-up runs that are not counted."""
     infer = inference(Path(model_path), threads, sample)

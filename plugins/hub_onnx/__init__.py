@@ -66,6 +66,7 @@ def hub_backends() -> list[Backend]:
             name="onnx-reference",
             formats=frozenset({"onnx"}),
             run="hub_onnx.reference:run_samples",
+            output_names="hub_onnx.reference:output_names",
             description="onnx's reference evaluator: slow, exact, runs every opset; used when ONNX Runtime "
                         "refuses a model (old opsets)",
             requires=("onnx>=1.16",),

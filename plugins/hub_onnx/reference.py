@@ -9,6 +9,11 @@ from hub.errors import UnsupportedModelError
 from hub_onnx.model_file import graph_inputs, load_model
 
 
+def output_names(model_path: Path) -> list[str]:
+    """The graph's output names, in the order run_samples returns the outputs."""
+    return [output.name for output in load_model(Path(model_path)).graph.output]
+
+
 def run_samples(model_path: Path, samples: list[dict[str, np.ndarray]], threads: int) -> list[list[np.ndarray]]:
     """One list of outputs per batch-1 feed; one unnamed array feeds a one-input model."""
     from onnx.reference import ReferenceEvaluator

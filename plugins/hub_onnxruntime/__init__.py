@@ -14,6 +14,7 @@ def hub_backends() -> list[Backend]:
             formats=frozenset({"onnx"}),
             run="hub_onnxruntime.session:run_samples",
             latency="hub_onnxruntime.session:median_latency_ms",
+            output_names="hub_onnxruntime.session:output_names",
             description="ONNX Runtime, CPUExecutionProvider, one session per call",
             requires=("onnxruntime>=1.20",),
             extra="onnx",

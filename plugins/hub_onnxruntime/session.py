@@ -27,6 +27,11 @@ def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[lis
     return [list(session.run(None, session_feed(session, sample))) for sample in samples]
 
 
+def output_names(model_path: Path) -> list[str]:
+    """The model's output names, in the order run_samples returns the outputs."""
+    return [output.name for output in open_session(model_path, 1).get_outputs()]
+
+
 def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int) -> float:
     """Median milliseconds of one inference on `sample`, after warm-up runs that are not counted."""
     session = open_session(model_path, threads)

@@ -160,6 +160,7 @@ def hub_backends() -> list[Backend]:
             formats=frozenset({"keras", "keras-h5", "savedmodel"}),
             run="hub_tensorflow.backend:run_samples",
             latency="hub_tensorflow.backend:median_latency_ms",
+            output_names="hub_tensorflow.backend:output_names",
             description="TensorFlow on the CPU: Keras models called directly, SavedModels through serving_default",
             requires=(TENSORFLOW,),
             extra=EXTRA,

@@ -26,6 +26,14 @@ def run_samples(model_path: Path, samples: list[Feed], threads: int,
     return [infer(sample) for sample in samples]
 
 
+def output_names(model_path: Path) -> list[str]:
+    """A SavedModel's serving outputs in the order run_samples returns them; nothing for Keras files, whose
+    flattened outputs carry no names verification could rely on."""
+    if not is_savedmodel(Path(model_path)):
+        return []
+    return output_order(serving_signature(Path(model_path)).structured_outputs)
+
+
 def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int,
                       options: Mapping[str, Any] | None = None) -> float:
     """Median milliseconds of one call, after warm-up calls that are not counted."""

@@ -58,8 +58,7 @@ def describe_torchscript(path: Path, options: dict[str, Any]) -> ModelInfo:
 def describe_torch_pickle(path: Path, options: dict[str, Any]) -> ModelInfo:
     import torch
 
-    refuse_untrusted_pickle(path, options)
-    loaded = torch.load(str(path), map_location="cpu", weights_only=False)
+    loaded = load_torch_file(path, options)
     if isinstance(loaded, torch.nn.Module):
         inputs = specs_from_options(options) or tuple(
             TensorSpec(name, ()) for name in inspect.signature(loaded.forward).parameters
@@ -76,6 +75,20 @@ def describe_torch_pickle(path: Path, options: dict[str, Any]) -> ModelInfo:
         parameters=sum(tensor.numel() for tensor in state_dict.values()),
         notes=("a state_dict: converting it needs the model_factory option (\"pkg.module:function\")",),
     )
+
+
+def load_torch_file(path: Path, options: Mapping[str, Any]) -> Any:
+    """What a torch.save file holds: tensors and plain containers (a state_dict) load with weights_only=True,
+    which runs no code from the file; anything else (a pickled module) only with trust_pickle."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        refuse_untrusted_pickle(path, options)
+        return torch.load(str(path), map_location="cpu", weights_only=False)
 
 
 def refuse_untrusted_pickle(path: Path, options: Mapping[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import pickle
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, UsageError
 from hub_torch import DYNAMO_OPSET, LEGACY_OPSET
-from hub_torch.describe import find_state_dict, load_torchscript, refuse_untrusted_pickle, torchscript_input_specs
+from hub_torch.describe import find_state_dict, load_torch_file, load_torchscript, torchscript_input_specs
 from hub_torch.tensors import (
     example_tensors,
     flat_input_module,
@@ -108,7 +107,6 @@ def export_pickle_to_program(ctx: StepContext) -> Path:
     torch.export it with batch-1 example inputs."""
     import torch
 
-    refuse_untrusted_pickle(ctx.input_path, ctx.options)
     module, loaded_as = load_pickled_module(ctx.input_path, ctx.options)
     example = example_tensors(ctx.inputs, "torch-pickle-export")
     program = torch.export.export(module.eval(), example)
@@ -122,11 +120,7 @@ def load_pickled_module(path: Path, options: Mapping[str, Any]) -> tuple["torch.
     """The module a torch.save file holds, and how it was found ("module" or "state_dict")."""
     import torch
 
-    try:
-        # A state_dict loads without running pickled code; only a whole module needs the unsafe load.
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=False)
+    loaded = load_torch_file(path, options)
     if isinstance(loaded, torch.nn.Module):
         return loaded, "module"
     state_dict = find_state_dict(loaded)

@@ -1,0 +1,95 @@
+"""The fallback loop on its own (no worker process starts), and where verification takes its reference from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hub
+from hub.declarations import Step
+from hub.errors import FidelityError, StepFailedError, UsageError
+from hub.planner import PlannedStep, Route
+from hub.runner import SilentProgress, first_working
+from hub.states import ModelState, Requirement
+
+ONNX, TFLITE = ModelState("onnx"), ModelState("tflite")
+
+
+def _route(*names: str, start: ModelState = ONNX) -> Route:
+    steps = tuple(PlannedStep(Step(name, Requirement.of(), {}, "x:y"), "test", "converter", start, TFLITE, 1.0, 1.0)
+                  for name in names)
+    return Route(steps, float(len(names)))
+
+
+def _runner(failing: dict[str, Exception]):
+    ran: list[list[str]] = []
+
+    def run_route(route: Route):
+        ran.append(route.names)
+        for name in route.names:
+            if name in failing:
+                error = failing[name]
+                error.failed_step = name
+                raise error
+        return Path("/result"), []
+    return run_route, ran
+
+
+def test_the_first_route_that_works_wins_after_failures_are_recorded():
+    run_route, ran = _runner({"broken": StepFailedError("the exporter broke")})
+    routes = [_route("broken", "quantize"), _route("broken", "other"), _route("export", "quantize")]
+    route, artifact, _, failures = first_working(routes, 3, run_route, SilentProgress(), "cpu-int8")
+    assert route.names == ["export", "quantize"] and artifact == Path("/result")
+    assert ran == [["broken", "quantize"], ["export", "quantize"]]  # the second repeats the failed step
+    assert [(f.route, f.step, f.reason) for f in failures] == [(["broken", "quantize"], "broken", "the exporter broke")]
+
+
+def test_all_routes_failing_raise_one_error_naming_each_and_a_user_error_first():
+    run_route, ran = _runner({"a": StepFailedError("crashed"), "b": UsageError("give --model-factory")})
+    with pytest.raises(UsageError) as caught:
+        first_working([_route("a"), _route("b"), _route("c")], 2, run_route, SilentProgress(), "tflite")
+    assert ran == [["a"], ["b"]]  # at most `attempts` routes
+    assert caught.value.message.splitlines() == ["give --model-factory", "all 2 route(s) tried to tflite failed:",
+                                                 "  a: a: crashed", "  b: b: give --model-factory"]
+
+
+def test_no_route_tried_is_an_error():
+    run_route, _ = _runner({})
+    with pytest.raises(StepFailedError, match="no route to tflite could be tried"):
+        first_working([], 3, run_route, SilentProgress(), "tflite")
+
+
+@pytest.mark.slow
+def test_a_source_no_backend_runs_is_verified_against_a_float_artifact_never_itself(digits_model, tmp_path):
+    """A state dict runs on no backend: the first float artifact a backend runs becomes the reference (and is
+    not scored), and every later step is measured against it: exact zeros would mean a self-comparison."""
+    import torch
+
+    state_dict = tmp_path / "digits.pth"
+    torch.save(digits_model["module"].state_dict(), state_dict)
+    result = hub.convert(state_dict, to="onnxruntime-cpu", calibration=digits_model["calibration"],
+                         output=tmp_path / "out", model_factory="digits:DigitsNet", inputs=["image:1,1,8,8"])
+    report = result.report
+    assert any("no installed backend runs torch-pickle" in w for w in report.warnings)
+    first, *later = report.steps
+    assert first.name == "torch-pickle-export" and first.fidelity is None
+    assert later and all(step.fidelity is not None and step.fidelity.max_abs > 0 for step in later)
+    assert report.final.fidelity.cosine > 0.9999 and report.final.fidelity.top1_agreement == 1.0
+
+
+def test_a_compressed_first_artifact_cannot_become_the_reference(tmp_path):
+    from hub.cache import StepCache
+    from hub.plugins import load_catalog
+    from hub.verification import Verifier, Workspace
+    from hub.verify import Outputs
+
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights")
+    verifier = Verifier(Workspace(tmp_path, load_catalog(), 60, None), source, ModelState("torch-pickle"),
+                        "onnxruntime", [{"x": np.zeros((1, 2), np.float32)}], 1, {}, StepCache(tmp_path / "c"))
+    int8 = Outputs([[np.zeros((1, 2))]])
+    with pytest.raises(FidelityError, match="no float reference can be run"):
+        verifier._adopt(source, ModelState("onnx", precision="int8"), int8, "quantize")
+    verifier._adopt(source, ModelState("onnx"), int8, "export")
+    assert verifier.reference is not None and not verifier.reference.is_source
