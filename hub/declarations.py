@@ -66,6 +66,10 @@ class Step:
         for a later quantization. Its cached output is then kept per route; other steps' do not depend on it.
         A step whose options include MAX_SECONDS (its own bound on its wall time, e.g. a training budget) gets a
         worker timeout long enough for that budget, even beyond `timeout`.
+    ladder: option overrides the runner tries in order, cheapest first, when the step's output fails
+        verification (other calibration methods, sensitive layers kept in higher precision, ...): the first rung
+        whose output meets the tolerance wins, and the report lists every rung tried with its fidelity. A model
+        that passes on the step's own options pays nothing for the ladder.
     """
 
     name: str
@@ -84,6 +88,7 @@ class Step:
     timeout: float | None = None
     min_cosine: float | None = None
     environment: str | None = None
+    ladder: tuple[Mapping[str, Any], ...] = ()
 
     def result_state(self, state: ModelState) -> ModelState:
         return state.changed(self.produces)

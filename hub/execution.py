@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -74,9 +74,11 @@ class StepExecutor:
                 np.savez(path, **{name: to_layout(arrays[name], layout) for name in arrays.files})
         return path
 
-    def run(self, planned: PlannedStep, artifact: Path, later_precisions: tuple[str, ...] = ()) -> StepOutput:
-        """The step's output for this input: from the cache, or run in a worker and stored there."""
-        options = self.options(planned, later_precisions)
+    def run(self, planned: PlannedStep, artifact: Path, later_precisions: tuple[str, ...] = (),
+            rung: Mapping[str, Any] | None = None) -> StepOutput:
+        """The step's output for this input: from the cache, or run in a worker and stored there. rung: one of the
+        step's ladder of option overrides, applied over everything else."""
+        options = {**self.options(planned, later_precisions), **(rung or {})}
         key = self.key(planned, artifact, options)
         cached = self.cache.lookup(key)
         if cached:

@@ -78,6 +78,7 @@ class PlannedStep:
             "fidelity_loss": self.step.fidelity_loss,
             "size_ratio": self.step.size_ratio,
             "cost": round(self.cost, 4),
+            "ladder": [dict(rung) for rung in self.step.ladder],
         }
 
 

@@ -62,6 +62,9 @@ class ConsoleProgress:
     def step_finished(self, record: StepRecord) -> None:
         self._stop_status()
         cached = " [dim](cached)[/]" if record.cached else ""
+        rung = record.notes.get("rung")
+        if rung:
+            cached += " [dim](ladder: " + ", ".join(f"{k}={v}" for k, v in rung.items()) + ")[/]"
         self.console.print(f"  [green]✓[/] {record.name:<26} {record.seconds:6.1f} s  {record.state:<24} "
                            f"{human_bytes(record.bytes):>9}  {fidelity_text(record.fidelity)}{cached}")
 
@@ -142,6 +145,10 @@ def print_plan(result: Any) -> None:
         if not route.steps:
             table.add_row("(none: the source already satisfies the target)", "", "", "", "", "", "", "0")
         stdout.print(table)
+        for planned in route.steps:
+            if planned.step.ladder:
+                rungs = ["; ".join(f"{k}={v}" for k, v in rung.items()) for rung in planned.step.ladder]
+                stdout.print(f"  if {planned.name} misses the tolerance, it climbs: " + " -> ".join(rungs))
 
 
 def print_targets() -> None:

@@ -6,9 +6,10 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -86,23 +87,42 @@ class RouteRunner:
 
     def run_step(self, planned: PlannedStep, artifact: Path, tolerance: Tolerance | None = None,
                  later_precisions: tuple[str, ...] = ()) -> tuple[StepRecord, Path]:
-        """Run one step (or reuse its cached output) and verify it. later_precisions: the precisions of the
+        """Run one step (or reuse its cached output) and verify it; when its output drifts beyond the tolerance,
+        climb the step's ladder (see Step.ladder) until a rung passes. later_precisions: the precisions of the
         states the route goes on to after this step, for a step that declares the option LATER_PRECISIONS."""
+        tolerance = tolerance or self.settings.tolerance
         self.progress.step_started(planned)
+        record, output = self._attempt(planned, artifact, later_precisions, None)
+        violations = record.fidelity.violations(tolerance) if record.fidelity else []
+        if not violations:
+            return record, output
+        climbed = [_rung_record(None, record, violations)]
+        for rung in planned.step.ladder:
+            try:
+                record, output = self._attempt(planned, artifact, later_precisions, rung)
+            except HubError as error:  # a rung the model cannot take (a calibrator that crashes on it)
+                climbed.append({"options": dict(rung), "error": error.message})
+                continue
+            rung_violations = record.fidelity.violations(tolerance) if record.fidelity else []
+            climbed.append(_rung_record(rung, record, rung_violations))
+            if not rung_violations:
+                return replace(record, notes={**record.notes, "ladder": climbed}), output
+        tried = f" (and on all {len(planned.step.ladder)} rungs of its ladder)" if planned.step.ladder else ""
+        raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
+                            + "; ".join(violations) + tried, detail=json.dumps(climbed, indent=1))
+
+    def _attempt(self, planned: PlannedStep, artifact: Path, later_precisions: tuple[str, ...],
+                 rung: Mapping[str, Any] | None) -> tuple[StepRecord, Path]:
         started = time.perf_counter()
-        output = self.executor.run(planned, artifact, later_precisions)
+        output = self.executor.run(planned, artifact, later_precisions, rung)
         ran = time.perf_counter()
         fidelity = self.verifier.measure_fidelity(output.path, planned.result, planned.name) \
             if self.settings.verify else None
+        notes = {**output.notes, "rung": dict(rung)} if rung else output.notes
         record = StepRecord(planned.name, planned.plugin, planned.kind, str(planned.result), ran - started,
-                            artifact_bytes(output.path), fidelity, output.cached, output.notes,
+                            artifact_bytes(output.path), fidelity, output.cached, notes,
                             verify_seconds=time.perf_counter() - ran)
         self.progress.step_finished(record)
-        if fidelity is not None:
-            violations = fidelity.violations(tolerance or self.settings.tolerance)
-            if violations:
-                raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
-                                    + "; ".join(violations))
         return record, output.path
 
     def run_route(self, route: Route) -> tuple[Path, list[StepRecord]]:
@@ -138,6 +158,14 @@ class RouteRunner:
         backend = self.verifier.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
+
+
+def _rung_record(rung: Mapping[str, Any] | None, record: StepRecord, violations: list[str]) -> dict[str, Any]:
+    """One rung of a climbed ladder, for the report: its options, its fidelity and what it missed."""
+    fidelity = record.fidelity.to_json() if record.fidelity else None
+    summary = {k: fidelity[k] for k in ("cosine", "max_abs", "top1_agreement", "worst_slice_cosine")} \
+        if fidelity else None
+    return {"options": dict(rung or {}), "fidelity": summary, "bytes": record.bytes, "violations": violations}
 
 
 RunRoute = Callable[[Route], tuple[Path, list[StepRecord]]]

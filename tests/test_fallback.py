@@ -50,3 +50,17 @@ def test_timeout_fails_the_route_and_everything_failing_writes_nothing(faulty, d
                     step_timeout=20)
     assert "all 1 route(s) tried" in caught.value.message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_step_that_drifts_climbs_its_ladder_until_a_rung_passes(faulty, digits_model, tmp_path, monkeypatch):
+    faulty("ladder")
+    monkeypatch.setenv("HUB_CACHE", str(tmp_path / "own-cache"))
+    result = hub.convert(digits_model["model"], to="onnxruntime-cpu", output=tmp_path / "out")
+    report = result.report
+    assert report.route[0] == "faulty-export" and not report.alternatives_tried
+    ladder = report.steps[0].notes["ladder"]
+    assert [rung["options"] for rung in ladder] == [{}, {"fault": "drift", "rung": 1}, {"fault": "none"}]
+    assert [bool(rung["violations"]) for rung in ladder] == [True, True, False]
+    assert ladder[0]["fidelity"]["cosine"] < 0.99 and ladder[2]["fidelity"]["cosine"] > 0.9999
+    assert report.steps[0].notes["rung"] == {"fault": "none"}
+    assert report.final.fidelity.cosine > 0.9999

@@ -20,15 +20,49 @@ QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16":
 
 
 def run_static_int8(ctx: StepContext) -> Path:
-    """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-
+    """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning);
+    with exclude_sensitive=N, the N weighted nodes that lose the most in a plain quantization stay float."""
     options = {**STATIC_INT8_OPTIONS, **ctx.options}
     model = load_model(ctx.input_path, with_weights=False)
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
     output = ctx.workdir / "model.int8.onnx"
+    excluded = _most_sensitive(ctx, feeds, options, model, int(options["exclude_sensitive"]))
+    _quantize_static(ctx.input_path, output, feeds, options, model, excluded)
+    ctx.notes.update({key: options[key] for key in ("per_channel", "activation_type", "weight_type",
+                                                    "calibrate_method", "symmetric_activations", "reduce_range")})
+    ctx.notes["calibration_samples"] = len(feeds)
+    ctx.notes.update(node_counts(model, output))
+    return output
+
+
+def _most_sensitive(ctx: StepContext, feeds: list[Feed], options: dict[str, Any], model: Any,
+                    count: int) -> list[str]:
+    """The `count` weighted nodes whose quantization loses the most signal-to-noise, measured on a plain
+    quantization of the model; noted with the ranking."""
+    if count <= 0:
+        return []
+    from hub_onnx.sensitivity import rank_nodes
+
+    probe = ctx.workdir / "probe" / "model.int8.onnx"
+    probe.parent.mkdir()
+    _quantize_static(ctx.input_path, probe, feeds, {**options, "exclude_sensitive": 0}, model, [])
+    ranking = rank_nodes(ctx.input_path, probe, feeds[:SENSITIVITY_SAMPLES])
+    excluded = [name for name, _ in ranking[:count]]
+    ctx.notes["sensitivity_db_lost"] = dict(ranking[:SENSITIVITY_NOTED])
+    ctx.notes["kept_float"] = excluded
+    return excluded
+
+
+SENSITIVITY_SAMPLES = 16
+SENSITIVITY_NOTED = 20
+
+
+def _quantize_static(source: Path, output: Path, feeds: list[Feed], options: dict[str, Any], model: Any,
+                     excluded: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
     quantize_static(
-        str(ctx.input_path), str(output), feeds_reader(feeds),
+        str(source), str(output), feeds_reader(feeds),
         quant_format=QuantFormat.QDQ,
         per_channel=bool(options["per_channel"]),
         reduce_range=bool(options["reduce_range"]),
@@ -36,14 +70,10 @@ def run_static_int8(ctx: StepContext) -> Path:
         weight_type=quant_type(options["weight_type"], "weight_type"),
         calibrate_method=getattr(CalibrationMethod, _choice(options["calibrate_method"], CALIBRATION_METHODS,
                                                             "calibrate_method")),
-        use_external_data_format=is_large(model, ctx.input_path),
+        use_external_data_format=is_large(model, source),
+        nodes_to_exclude=excluded,
         extra_options={"ActivationSymmetric": bool(options["symmetric_activations"])},
     )
-    ctx.notes.update({key: options[key] for key in ("per_channel", "activation_type", "weight_type",
-                                                    "calibrate_method", "symmetric_activations", "reduce_range")})
-    ctx.notes["calibration_samples"] = len(feeds)
-    ctx.notes.update(node_counts(model, output))
-    return output
 
 
 def run_dynamic_int8(ctx: StepContext) -> Path:
