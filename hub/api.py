@@ -15,7 +15,8 @@ from hub.environments import python_for
 from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, StepFailedError, UnknownTargetError,
                         UnsupportedModelError, UsageError)
 from hub.platforms import PlatformCheck, check_on_platform
-from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
+from hub.inputs import (SampleSet, load_samples, merge_specs, parse_input_flag, random_samples,
+                        with_sample_shapes)
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, install_hint, load_catalog, missing_for
 from hub.report import Report
@@ -199,6 +200,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         if not specs:
             raise UsageError(f"cannot tell the inputs of {source.path}: give them with --input NAME:SHAPE[:DTYPE]")
         samples = _samples(calibration, specs)
+        specs = with_sample_shapes(specs, samples)
         report = _new_report(source, info, specs, target, _tolerance(target, tolerance), samples,
                              routes[:max_routes], prefer)
         report.target["compress"] = list(compress)

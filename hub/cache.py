@@ -26,8 +26,8 @@ CHUNK = 1 << 20
 
 def default_cache_root() -> Path:
     configured = os.environ.get("HUB_CACHE")
-    if configured:
-        return Path(configured)
+    if configured:  # absolute: workers run in folders of their own, where a relative path means something else
+        return Path(configured).expanduser().absolute()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "conversion-hub"
 
 
@@ -86,7 +86,7 @@ class StepCache:
     """Step outputs by key under ROOT/steps/KEY/{artifact/NAME, meta.json}; meta.json is written last."""
 
     def __init__(self, root: Path | None = None, enabled: bool = True) -> None:
-        self.root = root or default_cache_root()
+        self.root = Path(root).expanduser().absolute() if root else default_cache_root()
         self.enabled = enabled
 
     def lookup(self, key: str) -> tuple[Path, dict] | None:

@@ -33,7 +33,7 @@ INSTALL_TIMEOUT = 3600
 def environments_root() -> Path:
     configured = os.environ.get("HUB_ENVIRONMENTS_DIR")
     if configured:
-        return Path(configured)
+        return Path(configured).expanduser().absolute()
     from hub.cache import default_cache_root
 
     return default_cache_root() / "environments"

@@ -6,7 +6,7 @@ a model as a batch of one.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,25 @@ class SampleSet:
                 for i in range(count)]
 
 
+def with_sample_shapes(specs: tuple[TensorSpec, ...], samples: SampleSet) -> tuple[TensorSpec, ...]:
+    """The specs with their dynamic dimensions taken from the samples' shapes: every step that needs static
+    shapes (onnx2tf, MindIR, calibration) then sees the shapes the model is verified on."""
+    concrete = []
+    for spec in specs:
+        array = samples.arrays.get(spec.name)
+        if array is None or None not in spec.shape:
+            concrete.append(spec)
+            continue
+        batch_of_one = array.ndim == len(spec.shape)  # samples stacked along the batch axis
+        shape = (1, *array.shape[1:]) if batch_of_one else array.shape[1:]
+        concrete.append(replace(spec, shape=tuple(d if d is not None else int(s) for d, s in zip(spec.shape, shape))))
+    return tuple(concrete)
+
+
 def parse_input_flag(text: str) -> TensorSpec:
-    """NAME:SHAPE[:DTYPE], e.g. "x:1,3,224,224" or "ids:1,128:int64"; "?" marks a dynamic dimension."""
-    match = re.fullmatch(r"([^:]+):([0-9?,x ]+)(?::([a-z0-9]+))?", text.strip())
+    """NAME:SHAPE[:DTYPE], e.g. "x:1,3,224,224" or "ids:1,128:int64"; "?" or -1 marks a dynamic dimension. The
+    name may hold colons itself (TensorFlow's "serving_default_x:0:1,224,224,3")."""
+    match = re.fullmatch(r"(.+):([0-9?,x -]+)(?::([a-z0-9]+))?", text.strip())
     if not match:
         raise UsageError(f"--input {text!r} is not NAME:SHAPE[:DTYPE], e.g. x:1,3,224,224:float32")
     name, shape_text, dtype = match.groups()

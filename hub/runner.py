@@ -197,12 +197,23 @@ def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progr
             progress.route_failed(failure)
     if not failures:
         raise StepFailedError(f"no route to {target_name} could be tried")
-    lines = [f"all {len(failures)} route(s) tried to {target_name} failed:"]
-    lines += [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {f.reason}" for f in failures]
     user_errors = [e for e in errors if isinstance(e, (UsageError, UnsupportedModelError))]
     error_class = type(user_errors[0]) if user_errors else StepFailedError
-    message = user_errors[0].message + "\n" + "\n".join(lines) if user_errors else "\n".join(lines)
-    raise error_class(message, detail="\n\n".join(f.detail or "" for f in failures))
+    header = f"all {len(failures)} route(s) tried to {target_name} failed:"
+    if user_errors:
+        header = f"{one_line(user_errors[0].message)} ({header[:-1]})"
+    lines = [header] + [f"  {' -> '.join(f.route) or '(none)'}: {f.step}: {one_line(f.reason)}" for f in failures]
+    raise error_class("\n".join(lines), detail="\n\n".join(f"{f.reason}\n{f.detail or ''}" for f in failures))
+
+
+REASON_CHARS = 300
+
+
+def one_line(text: str) -> str:
+    """A library's message as one line for the summary: its first line, shortened (the rest is in the detail
+    that --debug and the report show)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= REASON_CHARS else first[:REASON_CHARS - 1] + "…"
 
 
 def write_atomically(artifact: Path, destination: Path) -> None:

@@ -80,11 +80,17 @@ class Requirement:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. A dimension of None is dynamic."""
+    """One model input or output. A dimension of None is dynamic; so is a negative one (exporters write -1 or 0
+    sizes for dynamic axes), which becomes None."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        dynamic = tuple(None if d is None or int(d) < 0 else int(d) for d in self.shape)
+        if dynamic != tuple(self.shape):
+            object.__setattr__(self, "shape", dynamic)
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}

@@ -17,7 +17,7 @@ import numpy as np
 from hub.cache import StepCache, code_digest, digest_path, distribution_versions, step_key
 from hub.declarations import Backend
 from hub.environments import python_for
-from hub.errors import FidelityError, UnsupportedModelError
+from hub.errors import FidelityError, StepFailedError, UnsupportedModelError
 from hub.plugins import Catalog, missing_for
 from hub.states import CHANNELS_LAST_RANKS, ModelState
 from hub.verify import Fidelity, Outputs, compare
@@ -113,8 +113,11 @@ class Verifier:
             outputs = load_named_outputs(outputs_path)
             return Outputs([[from_layout(o, state.layout) for o in sample] for sample in outputs.samples],
                            outputs.names)
-        if refusals:
+        if refusals and artifact == self.source_path:
             raise refusals[0]
+        if refusals:  # a model the hub itself produced is never the user's bad input: the step failed
+            raise StepFailedError(f"no backend can load what the step produced: {refusals[0].message}",
+                                  detail=refusals[0].detail)
         return None
 
     def source_reference(self) -> Reference | None:

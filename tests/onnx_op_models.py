@@ -48,6 +48,13 @@ def _binary(op: str) -> Callable[[], tuple]:
     return build
 
 
+def prelu_and_leaky_relu() -> tuple:
+    """PRelu with a per-channel slope shaped (C, 1, 1), as torch exports nn.PReLU, then LeakyRelu."""
+    nodes = [helper.make_node("PRelu", ["x", "slope"], ["t"]), helper.make_node("LeakyRelu", ["t"], ["y"], alpha=0.2)]
+    weights = {"slope": np.linspace(-0.5, 0.5, 4, dtype=np.float32).reshape(4, 1, 1)}
+    return _model(nodes, {"x": (1, 4, 6, 6)}, {"y": None}, weights), {"x": _rand(1, 4, 6, 6) * 3}
+
+
 def conv_asymmetric() -> tuple:
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[0, 0, 1, 1], strides=[2, 2])
     return _model([node], {"x": (1, 3, 9, 9)}, {"y": None}, {"w": _rand(8, 3, 3, 3), "b": _rand(8)}), {
@@ -171,5 +178,5 @@ OP_MODELS: dict[str, Callable[[], tuple]] = {
     "add": _binary("Add"), "sub": _binary("Sub"), "mul": _binary("Mul"), "div": _binary("Div"),
     "matmul_gemm_softmax": matmul_gemm, "batched_matmul_layer_norm_reduce_mean": batched_matmul_layer_norm,
     "shapes": shapes, "concat_split_slice": concat_split_slice, "pad_and_resize": pad_and_resize,
-    "two_outputs": two_outputs,
+    "two_outputs": two_outputs, "prelu_and_leaky_relu": prelu_and_leaky_relu,
 }

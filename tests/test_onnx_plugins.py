@@ -300,6 +300,42 @@ def test_static_int8_stays_close_and_shrinks(optimized_model, calibration, sampl
     json.dumps(ctx.notes)
 
 
+def test_static_int8_of_an_opset_11_model_is_moved_to_opset_13_first(calibration, samples, tmp_path):
+    """Per-channel DequantizeLinear takes `axis` from opset 13 on: without the upgrade ONNX Runtime refuses the
+    quantized file ("Unrecognized attribute: axis")."""
+    import shutil
+
+    import torch
+
+    source = tmp_path / "cnn11.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(tiny_cnn(), torch.zeros(1, *INPUT_SHAPE), str(source), dynamo=False, opset_version=11,
+                          input_names=["image"], output_names=["logits"])
+    private = tmp_path / "copy" / "cnn11.onnx"
+    private.parent.mkdir()
+    shutil.copy(source, private)
+    ctx = context(private, tmp_path / "work", calibration)
+    output = run_static_int8(ctx)
+    assert ctx.notes["opset_upgraded"] == "11 -> 13"
+    assert mean_cosine(outputs(output, samples), outputs(source, samples)) > 0.98
+
+
+def test_sensitivity_ranks_the_node_whose_quantization_loses_most_first(optimized_model, calibration, samples,
+                                                                         tmp_path):
+    from hub_onnx.sensitivity import rank_nodes
+
+    plain = run_static_int8(context(optimized_model, tmp_path / "plain", calibration))
+    ranking = rank_nodes(optimized_model, plain, samples[:8])
+    assert len(ranking) == 4 and ranking == sorted(ranking, key=lambda item: -item[1])
+    ctx = context(optimized_model, tmp_path / "kept", calibration, exclude_sensitive=1)
+    kept = run_static_int8(ctx)
+    assert ctx.notes["kept_float"] == [ranking[0][0]]
+    assert list(ctx.notes["sensitivity_db_lost"]) == [name for name, _ in ranking]
+    exact = outputs(optimized_model, samples)
+    assert mean_cosine(outputs(kept, samples), exact) >= mean_cosine(outputs(plain, samples), exact) - 1e-4
+
+
 def test_static_int8_without_calibration_uses_random_inputs_and_warns(optimized_model, samples, tmp_path):
     ctx = context(optimized_model, tmp_path / "work", random_calibration_samples=4)
     output = run_static_int8(ctx)

@@ -50,8 +50,18 @@ def test_all_routes_failing_raise_one_error_naming_each_and_a_user_error_first()
     with pytest.raises(UsageError) as caught:
         first_working([_route("a"), _route("b"), _route("c")], 2, run_route, SilentProgress(), "tflite")
     assert ran == [["a"], ["b"]]  # at most `attempts` routes
-    assert caught.value.message.splitlines() == ["give --model-factory", "all 2 route(s) tried to tflite failed:",
+    assert caught.value.message.splitlines() == ["give --model-factory (all 2 route(s) tried to tflite failed)",
                                                  "  a: a: crashed", "  b: b: give --model-factory"]
+
+
+def test_a_long_library_message_is_one_line_per_route():
+    noisy = "InvalidArgument: Got invalid dimensions for input\n index: 1 Got: 1 Expected: 8\n" + "[0.1 0.2]\n" * 200
+    run_route, _ = _runner({"a": StepFailedError(noisy)})
+    with pytest.raises(StepFailedError) as caught:
+        first_working([_route("a")], 3, run_route, SilentProgress(), "cpu-int8")
+    assert caught.value.message.splitlines() == ["all 1 route(s) tried to cpu-int8 failed:",
+                                                 "  a: a: InvalidArgument: Got invalid dimensions for input"]
+    assert "Expected: 8" in caught.value.detail
 
 
 def test_no_route_tried_is_an_error():

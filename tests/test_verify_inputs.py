@@ -197,3 +197,19 @@ def test_each_output_is_judged_on_its_own():
                        _named([[good, -bad]], ["logits", "offsets"]))
     assert fidelity.violations(Tolerance(min_cosine=0.99)) == ["output offsets: cosine -1.00000 < 0.99"]
     assert fidelity.cosine == pytest.approx(-1.0)
+
+
+def test_input_names_may_hold_colons_and_minus_one_is_dynamic():
+    assert parse_input_flag("serving_default_x:0:1,224,224,3") == TensorSpec("serving_default_x:0", (1, 224, 224, 3))
+    assert parse_input_flag("x:1,-1,3:int64") == TensorSpec("x", (1, None, 3), "int64")
+    assert TensorSpec("images", (-1, 3, 0, 640)).shape == (None, 3, 0, 640)
+
+
+def test_dynamic_dimensions_take_the_calibration_samples_shapes(tmp_path):
+    from hub.inputs import with_sample_shapes
+
+    specs = (TensorSpec("images", (-1, 3, None, None)), TensorSpec("scale", (2,)))
+    path = tmp_path / "calib.npz"
+    np.savez(path, images=np.zeros((5, 3, 48, 64), np.float32), scale=np.ones((5, 2), np.float32))
+    samples = load_samples(path, specs)
+    assert with_sample_shapes(specs, samples) == (TensorSpec("images", (1, 3, 48, 64)), TensorSpec("scale", (2,)))

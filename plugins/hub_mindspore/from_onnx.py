@@ -185,6 +185,19 @@ def _clip(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
                                   None if high is None else float(high)], shape=_out_shape(b, node))
 
 
+@handles("PRelu", "LeakyRelu")
+def _leaky(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
+    """relu(x) + slope * min(x, 0): MindSpore's PReLU takes one slope per channel of axis 1 only, while ONNX
+    broadcasts its slope anyhow, so the sum is written out (it runs exactly on both sides)."""
+    x = _in(node, 0)
+    negative = b.call("Minimum", [x, np.asarray(0, dtype=np.float32)])
+    if node.op_type == "LeakyRelu":
+        scaled = b.call("Muls", [negative, float(attrs.get("alpha", 0.01))])
+    else:
+        scaled = b.call("Mul", [_operand(b, node.input[1]), negative])
+    return b.call("Add", [b.call("ReLU", [x]), scaled], shape=_out_shape(b, node))
+
+
 @handles("HardSigmoid")
 def _hard_sigmoid(b: MindIRBuilder, node: Any, attrs: dict) -> Any:
     alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)

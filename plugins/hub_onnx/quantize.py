@@ -11,7 +11,7 @@ from hub.declarations import StepContext
 from hub.errors import UsageError
 from hub.states import TensorSpec
 from hub_onnx import DYNAMIC_INT8_OPTIONS, STATIC_INT8_OPTIONS
-from hub_onnx.model_file import graph_inputs, is_large, iter_nodes, load_model
+from hub_onnx.model_file import graph_inputs, is_large, iter_nodes, load_model, opset_version, save_model
 
 Feed = dict[str, np.ndarray]
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile",
@@ -23,6 +23,7 @@ def run_static_int8(ctx: StepContext) -> Path:
     """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning);
     with exclude_sensitive=N, the N weighted nodes that lose the most in a plain quantization stay float."""
     options = {**STATIC_INT8_OPTIONS, **ctx.options}
+    upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
     output = ctx.workdir / "model.int8.onnx"
@@ -33,6 +34,18 @@ def run_static_int8(ctx: StepContext) -> Path:
     ctx.notes["calibration_samples"] = len(feeds)
     ctx.notes.update(node_counts(model, output))
     return output
+
+
+def upgrade_for_quantization(ctx: StepContext) -> None:
+    """Move the step's private copy to opset 13 when it is older: per-channel DequantizeLinear takes its `axis`
+    from opset 13 on, and ONNX Runtime refuses the quantized file of an opset 11 or 12 model otherwise."""
+    from hub_onnx.opset import MODERN_OPSET, upgraded
+
+    model = load_model(ctx.input_path)
+    current = opset_version(model)
+    if current is not None and current < MODERN_OPSET:
+        save_model(upgraded(model, MODERN_OPSET), ctx.input_path)
+        ctx.notes["opset_upgraded"] = f"{current} -> {MODERN_OPSET}"
 
 
 def _most_sensitive(ctx: StepContext, feeds: list[Feed], options: dict[str, Any], model: Any,
@@ -81,6 +94,7 @@ def run_dynamic_int8(ctx: StepContext) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
     options = {**DYNAMIC_INT8_OPTIONS, **ctx.options}
+    upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
     output = ctx.workdir / "model.int8-dynamic.onnx"
     quantize_dynamic(
