@@ -146,14 +146,22 @@ def plan_routes(
     catalog: Catalog, source: ModelState, target: Target, source_bytes: int, prefer: str = "balanced",
     count: int = 1,
 ) -> list[Route]:
-    """The `count` cheapest routes using only installed steps (possibly fewer, possibly none)."""
-    routes = []
+    """The `count` cheapest routes using only installed steps (possibly fewer, possibly none). Routes that leave a
+    format and come back to it (ONNX -> TFLite -> ONNX) are offered only when no other route exists: a detour
+    through another framework can only lose what the direct route keeps."""
+    direct, detours = [], []
     for route in enumerate_routes(catalog, available_steps(catalog), source, target, source_bytes / 1e6,
                                   weights_for(prefer)):
-        routes.append(route)
-        if len(routes) >= count:
+        (detours if returns_to_a_format(source, route) else direct).append(route)
+        if len(direct) >= count:
             break
-    return routes
+    return direct[:count] if direct else detours[:count]
+
+
+def returns_to_a_format(source: ModelState, route: Route) -> bool:
+    formats = [source.format] + [planned.result.format for planned in route.steps]
+    visits = [f for i, f in enumerate(formats) if i == 0 or f != formats[i - 1]]
+    return len(visits) != len(set(visits))
 
 
 def reachable_states(steps: list[Step], source: ModelState) -> list[ModelState]:

@@ -116,3 +116,18 @@ def test_compression_is_never_added_unless_requested():
     catalog = catalog_of(step("export", {"format": "torch-export"}, {"format": "onnx", "precision": "int8"}),
                          compressors=(clip,))
     assert [r.names for r in plan_routes(catalog, SOURCE, INT8, 0, count=5)] == [["export"]]
+
+
+def test_a_round_trip_through_another_format_is_offered_only_when_nothing_else_reaches_the_target():
+    to_tflite = step("to-tflite", {"format": "onnx", "precision": "fp32"}, {"format": "tflite"}, seconds=1)
+    back = step("back-to-onnx", {"format": "tflite"}, {"format": "onnx", "graph": "optimized"}, seconds=1)
+    export = step("export", {"format": "torch-export"}, {"format": "onnx"}, seconds=1)
+    quantize = step("quantize", {"format": "onnx", "precision": "fp32", "graph": "optimized"}, {"precision": "int8"})
+    with_cleanup = catalog_of(export, to_tflite, back,
+                              step("cleanup", {"format": "onnx", "graph": "raw"}, {"graph": "optimized"}, seconds=50),
+                              compressors=(quantize,))
+    routes = plan_routes(with_cleanup, SOURCE, INT8, 1_000_000, count=5)
+    assert [r.names for r in routes] == [["export", "cleanup", "quantize"]]  # cheaper detour not offered
+    only_detour = catalog_of(export, to_tflite, back, compressors=(quantize,))
+    assert [r.names for r in plan_routes(only_detour, SOURCE, INT8, 1_000_000, count=5)] == [
+        ["export", "to-tflite", "back-to-onnx", "quantize"]]

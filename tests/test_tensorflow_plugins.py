@@ -57,6 +57,14 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
 
 
+def run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: image[None]})[0] for image in images])
+
+
 def tflite_outputs(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([o[0] for o in run_samples(path, [{"image": i[None]} for i in images], threads=1)])
 
@@ -212,6 +220,18 @@ def test_float_tflite_source_to_cpu_int8_through_tf2onnx(models, tmp_path, share
     assert result.report.route == ["tflite-tf2onnx", "onnxslim", "ort-quantize-static"]
     assert result.report.steps[0].fidelity.max_abs < 1e-4  # tf2onnx itself is exact
     assert result.report.final.fidelity.cosine >= 0.98
+
+
+@pytest.mark.slow
+def test_a_tflite_source_with_float16_weights_reaches_onnx(models, tmp_path, shared_cache, images):
+    """Its float16 weights are widened to float32 on the way (lossless): the ONNX result matches the source."""
+    fp16 = hub.convert(models["keras"], to="tflite-fp16", output=tmp_path / "fp16", cache_dir=shared_cache).path
+    assert detect_tflite(fp16)["precision"] == "fp16"
+    assert hub.plan(fp16, to="onnxruntime-cpu").routes[0].names[0] == "tflite-tf2onnx"
+    result = hub.convert(fp16, to="onnxruntime-cpu", calibration=models["calibration"], output=tmp_path / "onnx")
+    assert result.report.final.state == "onnx/fp32/optimized"
+    assert result.report.steps[0].fidelity.max_abs < 1e-4
+    assert mean_cosine(tflite_outputs(fp16, images["heldout"]), run_onnx(result.path, images["heldout"])) > 0.9999
 
 
 # --- full integer or a list of what stayed float ----------------------------------------------------------

@@ -142,10 +142,13 @@ def hub_converters() -> list[Step]:
         ),
         Step(
             name="tflite-tf2onnx",
-            accepts=Requirement.of(format="tflite", precision=fp32),
-            produces={"format": "onnx", "graph": "raw"},
+            # A TFLite with float16 weights computes in float32 (DEQUANTIZE ops widen its weights): tf2onnx folds
+            # the widening into float32 initializers, losslessly, so the ONNX model is plain fp32.
+            accepts=Requirement.of(format="tflite", precision=(fp32, "fp16")),
+            produces={"format": "onnx", "graph": "raw", "precision": fp32},
             run="hub_tensorflow.onnx_export:tflite_to_onnx",
-            description=f"float32 TFLite -> ONNX with tf2onnx.convert.from_tflite (opset {ONNX_OPSET})",
+            description=f"float32 TFLite (or float16 weights, widened) -> ONNX with tf2onnx.convert.from_tflite "
+                        f"(opset {ONNX_OPSET})",
             seconds=8.0, seconds_per_mb=0.1, options={"opset": ONNX_OPSET},
             requires=(TENSORFLOW, TF2ONNX, ONNX), extra=EXTRA,
         ),
