@@ -428,3 +428,22 @@ def test_planner_routes_raw_export_to_int8_through_onnxslim():
     routes = plan_routes(catalog, ModelState("onnx"), catalog.targets["cpu-int8"], 10_000_000, count=2)
     assert [r.names for r in routes] == [["onnxslim", "ort-quantize-static"],
                                          ["ort-quant-preprocess", "ort-quantize-static"]]
+
+
+def test_nncf_quantizes_to_int8_close_to_the_float_model(optimized_model, calibration, samples, tmp_path):
+    from hub_nncf.quantize import run_nncf_int8
+
+    ctx = StepContext(input_path=optimized_model, workdir=tmp_path, options={}, calibration=calibration,
+                      inputs=(TensorSpec("image", (1, *INPUT_SHAPE)),))
+    output = run_nncf_int8(ctx)
+    assert detect_onnx(output)["precision"] == "int8"
+    assert mean_cosine(outputs(output, samples), outputs(optimized_model, samples)) > 0.98
+    assert ctx.notes["calibration_samples"] == CALIBRATION_SAMPLES and ctx.notes["fast_bias_correction"] is True
+
+
+def test_nncf_is_an_alternative_route_to_cpu_int8(optimized_model):
+    import hub
+
+    routes = hub.plan(optimized_model, to="cpu-int8", alternatives=3).routes
+    assert routes[0].names[-1] == "ort-quantize-static"
+    assert any(route.names[-1] == "nncf-quantize" for route in routes[1:])
