@@ -11,16 +11,18 @@ from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
+from hub.distributions import output_distributions
 from hub.environments import python_for
-from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, StepFailedError, UnknownTargetError,
-                        UnsupportedModelError, UsageError)
+from hub.html_report import render_html
+from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRouteError, StepFailedError,
+                        UnknownTargetError, UnsupportedModelError, UsageError)
 from hub.platforms import PlatformCheck, check_on_platform
 from hub.inputs import SampleSet, load_samples, merge_specs, parse_input_flag, random_samples
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, install_hint, load_catalog, missing_for
-from hub.report import Report
+from hub.report import Report, RouteFailure, StepRecord
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
-from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
+from hub.runner import Progress, RouteRunner, RunSettings, SilentProgress, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
 from hub.states import ModelInfo, Requirement, TensorSpec
 from hub.worker import call_worker, save_samples
@@ -211,23 +213,114 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
                                memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options,
                                tolerance_overridden=any(v is not None for v in (tolerance or {}).values()))
-        runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
-        route, artifact, records, failures = runner.run_first_working(routes, max_routes)
+        attempts = RouteAttempts(progress)
+        runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, attempts)
+        try:
+            route, artifact, records, _ = runner.run_first_working(routes, max_routes)
+        except HubError as error:
+            error.report = attempts.recorded_in(report, catalog, target)  # type: ignore[attr-defined]
+            report.error = error.message
+            raise
+        attempts.recorded_in(report, catalog, target)
         if runner.reference_note:
             report.warnings.append(runner.reference_note)
-        report.route, report.steps, report.alternatives_tried = route.names, records, failures
+        report.route, report.steps = route.names, records
         report.samples["verification_samples"] = len(runner.verification_feeds)
         report.versions = _versions(route, catalog, target)
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / _output_name(source.path, target.name, artifact)
         report.final = runner.final_record(artifact, destination, route, records)
+        if verify:
+            report.final = replace(report.final, distributions=final_distributions(runner, artifact))
         for platform in check_on:
             report.final.platform_checks.append(_check_platform(catalog, runner, artifact, platform, progress))
+        page = render_html(report.to_json())  # before anything is written: a rendering bug writes nothing
         write_atomically(artifact, destination)
         write_text_atomically(report.dumps(), out_dir / "report.json")
+        write_text_atomically(page, out_dir / "report.html")
         return ConversionResult(destination, report)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+class RouteAttempts:
+    """Progress that passes everything on and keeps, per route tried, the route and the steps that ran on it: a
+    failed conversion's report draws each failed route up to its failing step from these."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress or SilentProgress()
+        self.routes: list[Route] = []
+        self.steps: list[list[StepRecord]] = []
+        self.failures: list[RouteFailure] = []
+
+    def route_started(self, route: Route, attempt: int) -> None:
+        self.routes.append(route)
+        self.steps.append([])
+        self.progress.route_started(route, attempt)
+
+    def step_started(self, planned: Any) -> None:
+        self.progress.step_started(planned)
+
+    def step_finished(self, record: StepRecord) -> None:
+        self.steps[-1].append(record)
+        self.progress.step_finished(record)
+
+    def route_failed(self, failure: RouteFailure) -> None:
+        self.failures.append(replace(failure, steps=tuple(self.steps[len(self.failures)])))
+        self.progress.route_failed(failure)
+
+    def measuring(self, what: str) -> None:
+        self.progress.measuring(what)
+
+    def recorded_in(self, report: Report, catalog: Catalog, target: Target) -> Report:
+        """The report with the failed routes and every route tried among its planned routes (a fallback may lie
+        beyond the first --max-routes candidates) and, until a route succeeds, the versions of all tried."""
+        report.alternatives_tried = list(self.failures)
+        planned = [r.to_json() for r in self.routes]
+        report.planned += [r for r in planned if r not in report.planned]
+        for route in self.routes:
+            report.versions.update(_versions(route, catalog, target))
+        return report
+
+
+def final_distributions(runner: RouteRunner, artifact: Path) -> list[dict]:
+    """The delivered model's outputs against the reference's, value by value (hub.distributions)."""
+    reference = runner._reference_outputs()
+    result = runner.run_outputs(artifact, runner.final_state)
+    if reference is None or result is None:
+        return []
+    reference_samples, reference_names = _samples_and_names(reference)
+    result_samples, result_names = _samples_and_names(result)
+    order = _pairing(reference_samples, reference_names, result_samples, result_names)
+    names = [reference_names[j] if j < len(reference_names) and reference_names[j] else f"output_{j}"
+             for j in range(len(order))]
+    try:
+        return output_distributions(names, reference_samples, [[s[k] for k in order] for s in result_samples])
+    except (ValueError, IndexError):  # outputs that do not line up: verification has said so already
+        return []
+
+
+def _samples_and_names(outputs: Any) -> tuple[list[list[Any]], list[str | None]]:
+    """Plain per-sample lists, or an object with `samples` and `names` (outputs whose backend knows names)."""
+    return list(getattr(outputs, "samples", outputs)), list(getattr(outputs, "names", ()) or ())
+
+
+def _pairing(reference: list[list[Any]], reference_names: list[str | None], result: list[list[Any]],
+             result_names: list[str | None]) -> list[int]:
+    """For each reference output, the result output it is compared with: the same name, else the first unused
+    one with the same number of values, else the same position."""
+    count = len(reference[0]) if reference else 0
+    unused = list(range(len(result[0]) if result else 0))
+    order = []
+    for j in range(count):
+        name = reference_names[j] if j < len(reference_names) else None
+        by_name = [k for k in unused if name and k < len(result_names) and result_names[k] == name]
+        by_size = [k for k in unused if result[0][k].size == reference[0][j].size]
+        chosen = (by_name or by_size or [k for k in unused if k == j] or unused or [j])[0]
+        if chosen in unused:
+            unused.remove(chosen)
+        order.append(chosen)
+    return order
 
 
 def _new_report(source: Source, info: ModelInfo, specs: tuple[TensorSpec, ...], target: Target,
