@@ -14,14 +14,16 @@ HISTOGRAM_BINS = 30
 SAMPLE_POINTS = 400
 WORST_POINTS = 8  # the largest errors always join the sample, so outliers are never sampled away
 SAMPLE_SEED = 0
+MAX_VALUES = 2_000_000  # per output; beyond it every n-th value is compared (`every` says n)
 
 
 def output_distributions(names: Sequence[str], reference: list[list[np.ndarray]],
                          candidate: list[list[np.ndarray]], max_points: int = SAMPLE_POINTS) -> list[dict]:
     """Per output (outputs aligned by position, one list of arrays per sample): the absolute error's histogram
     (`error_histogram`: `edges`, `counts`, linear bins from 0 to the largest error), `error_quantiles` (p50, p90,
-    p99, max, mean), `values` (finite values compared), `nonfinite` (values where either side is NaN or
-    infinite), `shape`, and `sample`: up to `max_points` (source, result) pairs, the same ones on every run.
+    p99, max, mean), `values` (finite values compared), `every` (1, or n when only every n-th value of a large
+    output was), `nonfinite` (values where either side is NaN or infinite), `shape`, and `sample`: up to
+    `max_points` (source, result) pairs, the same ones on every run.
     Raises ValueError when the two sides do not have the same number of values per output."""
     count = min((len(s) for s in reference), default=0)
     return [_distribution(names[j] if j < len(names) else f"output_{j}",
@@ -30,10 +32,13 @@ def output_distributions(names: Sequence[str], reference: list[list[np.ndarray]]
 
 
 def _distribution(name: str, reference: list[np.ndarray], candidate: list[np.ndarray], max_points: int) -> dict:
-    source = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in reference])
-    result = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in candidate])
-    if source.size != result.size:
-        raise ValueError(f"output {name}: the result has {result.size} values where the source has {source.size}")
+    total = sum(np.size(a) for a in reference)
+    if total != sum(np.size(a) for a in candidate):
+        raise ValueError(f"output {name}: the result has {sum(np.size(a) for a in candidate)} values where the "
+                         f"source has {total}")
+    stride = -(-total // MAX_VALUES)
+    source = np.concatenate([_every(a, stride) for a in reference])
+    result = np.concatenate([_every(a, stride) for a in candidate])
     finite = np.isfinite(source) & np.isfinite(result)
     source, result = source[finite], result[finite]
     errors = np.abs(source - result)
@@ -41,11 +46,17 @@ def _distribution(name: str, reference: list[np.ndarray], candidate: list[np.nda
         "name": name,
         "shape": list(np.shape(reference[0])) if reference else [],
         "values": int(errors.size),
+        "every": int(stride),
         "nonfinite": int((~finite).sum()),
         "error_histogram": _histogram(errors),
         "error_quantiles": _quantiles(errors),
         "sample": _sample(source, result, errors, max_points),
     }
+
+
+def _every(array: np.ndarray, stride: int) -> np.ndarray:
+    """Every stride-th value as float64: a segmentation map's millions of values need not all be held twice."""
+    return np.asarray(array).ravel()[::stride].astype(np.float64)
 
 
 def _histogram(errors: np.ndarray) -> dict:

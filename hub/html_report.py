@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hub import svg
+from hub.report import human_bytes
 from hub.route_graph import CHOSEN, FAILED_HERE, route_graph_svg, route_statuses
 from hub.svg import esc, number
 
 GOOD, BAD = "good", "bad"
+MAX_OUTPUTS_DRAWN = 24  # about 25 KB of SVG each: a model with hundreds of outputs still makes a page under 2 MB
 
 CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --source:#2c6fb7; --result:#e07b00; --good:#1b8a5a;
@@ -69,7 +71,8 @@ details summary { cursor: pointer; color: var(--muted); font-size: 13px; }
 pre { white-space: pre-wrap; font-size: 12px; background: var(--card); padding: 8px; border-radius: 6px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 @media print {
-  body { font-size: 11pt; } main { max-width: none; padding: 0; }
+  body { font-size: 11pt; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  main { max-width: none; padding: 0; }
   h2 { break-after: avoid; page-break-after: avoid; }
   .graph { overflow: visible; border: none; } .output, figure, table { break-inside: avoid; }
   .card { border-color: #bbb; } a { color: inherit; text-decoration: none; }
@@ -144,8 +147,8 @@ def _summary(report: dict) -> str:
     cards = []
     if final:
         ratio = final["bytes"] / source["bytes"] if source.get("bytes") else None
-        cards.append(_card("size", _bytes(final["bytes"]),
-                           f"source {_bytes(source.get('bytes'))}" + (f" · {ratio:.2f}×" if ratio else "")))
+        cards.append(_card("size", human_bytes(final["bytes"]),
+                           f"source {human_bytes(source.get('bytes'))}" + (f" · {ratio:.2f}×" if ratio else "")))
         latency, source_latency = final.get("latency_ms"), final.get("source_latency_ms")
         speed = ""
         if latency and source_latency:
@@ -189,17 +192,6 @@ def _card(label: str, value: str, sub: str, tone: str = "") -> str:
     tone_class = f" {tone}-text" if tone else ""
     return (f'<div class="card"><div class="label">{esc(label)}</div><div class="value{tone_class}">{esc(value)}'
             f'</div><div class="sub">{esc(sub)}</div></div>')
-
-
-def _bytes(count: Any) -> str:
-    if count is None:
-        return "-"
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
 
 
 # ---- planning -----------------------------------------------------------------------------------------------
@@ -315,7 +307,7 @@ def _fidelity_table(steps: Sequence[dict]) -> str:
         fidelity = step.get("fidelity") or {}
         top1 = fidelity.get("top1_agreement")
         rows.append(f"<tr><td>{esc(step['name'])}</td><td class=mono>{esc(step.get('state', ''))}</td>"
-                    f"<td class=num>{_bytes(step.get('bytes'))}</td>"
+                    f"<td class=num>{human_bytes(step.get('bytes'))}</td>"
                     f"<td class=num>{number(step.get('seconds'))} s{' (cached)' if step.get('cached') else ''}</td>"
                     f"<td class=num>{fidelity.get('cosine', '-')}</td>"
                     f"<td class=num>{number(fidelity.get('max_abs'))}</td>"
@@ -334,7 +326,7 @@ def _outputs_section(report: dict) -> str:
     if not distributions:
         return ""
     blocks = []
-    for index, distribution in enumerate(distributions):
+    for index, distribution in enumerate(distributions[:MAX_OUTPUTS_DRAWN]):
         own = next((o for o in fidelity.get("outputs") or [] if o.get("name") == distribution["name"]), None)
         if own is None and len(distributions) == 1 and not fidelity.get("outputs"):
             own = fidelity  # a single output: the whole-model figures are its own
@@ -342,7 +334,14 @@ def _outputs_section(report: dict) -> str:
     return ("<section><h2>Outputs of the delivered model</h2><p class=\"note\">Every value of every verification "
             "sample: how far the result's values lie from the source's. A few tall bars on the right mean a few "
             "outliers; a histogram that slides right as a whole means a shift everywhere.</p>"
-            + "".join(blocks) + "</section>")
+            + "".join(blocks) + _more_outputs(len(distributions)) + "</section>")
+
+
+def _more_outputs(count: int) -> str:
+    if count <= MAX_OUTPUTS_DRAWN:
+        return ""
+    return (f'<p class="note">{count - MAX_OUTPUTS_DRAWN} more outputs are not drawn (the page stays small); '
+            "report.json holds their figures under final.distributions.</p>")
 
 
 def _output_block(distribution: dict, fidelity: dict | None, index: int) -> str:
@@ -354,7 +353,9 @@ def _output_block(distribution: dict, fidelity: dict | None, index: int) -> str:
     if histogram.get("counts"):
         chart = svg.histogram(histogram["edges"], histogram["counts"], "|result − source|", markers,
                               chart=f"error-histogram-{index}")
-        figures.append(f"<figure>{chart}<figcaption>{distribution['values']:,} values; median |error| "
+        every = distribution.get("every", 1)
+        figures.append(f"<figure>{chart}<figcaption>{distribution['values']:,} values"
+                       f"{f' (every {every}th)' if every > 1 else ''}; median |error| "
                        f"{number(quantiles.get('p50'))}, p99 {number(quantiles.get('p99'))}, max "
                        f"{number(quantiles.get('max'))}.</figcaption></figure>")
     sample = distribution.get("sample", {})
@@ -409,9 +410,9 @@ def _latency_and_size(report: dict) -> str:
         figures.append(f"<figure>{svg.bars(measured, 'median latency, batch 1 (ms)', chart='latency')}<figcaption>"
                        "Median over repeated runs on the verification samples. Spread: not measured (the backends "
                        "report a median only).</figcaption></figure>")
-    sizes = [(f"source", report["source"].get("bytes") or 0, svg.SOURCE, _bytes(report["source"].get("bytes")))]
+    sizes = [(f"source", report["source"].get("bytes") or 0, svg.SOURCE, human_bytes(report["source"].get("bytes")))]
     sizes += [(s["name"], s.get("bytes") or 0, svg.RESULT if i == len(steps) - 1 else svg.CONSIDERED,
-               _bytes(s.get("bytes"))) for i, s in enumerate(steps)]
+               human_bytes(s.get("bytes"))) for i, s in enumerate(steps)]
     figures.append(f"<figure>{svg.bars(sizes, 'size after each step', chart='size')}<figcaption>The artifact's size "
                    "after each step of the chosen route.</figcaption></figure>")
     return f"<section><h2>Latency and size</h2><div class=\"figure-row\">{''.join(figures)}</div></section>"

@@ -156,7 +156,9 @@ def route_graph_svg(source_state: str, planned: Sequence[dict], chosen: Sequence
     body += reversed(drawn)  # and is drawn last, on top
     for state, (x, y) in where.items():
         body.append(_node(state, x, y, state == source_state, state in goals, state in on_chosen))
-    body.append(_legend(MARGIN, height - 30))
+    body.append(_legend(MARGIN, height - 30, {e.status for e in edges}))
+    if standalone:  # a file opened alone, in a viewer that may be dark
+        body.insert(0, f'<rect width="{width}" height="{height}" fill="#ffffff"/>')
     style = "" if standalone else f' style="width:100%;max-width:{width}px;height:auto"'
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
             f'height="{height}" role="img" aria-label="planning graph" data-chart="route-graph" {FONT} '
@@ -238,9 +240,10 @@ def _node(state: str, x: float, y: float, is_source: bool, is_goal: bool, on_cho
                    "bold" if is_source else "normal") + "</g>")
 
 
-def _legend(x: float, y: float) -> str:
-    items = [("chosen route", CHOSEN), ("failed step", FAILED_HERE), ("ran, then route failed", RAN_OK),
-             ("considered, not run", CONSIDERED_ONLY)]
+def _legend(x: float, y: float, shown: set[str]) -> str:
+    items = [(label, status) for label, status in (("chosen route", CHOSEN), ("failed step", FAILED_HERE),
+                                                  ("ran, then route failed", RAN_OK),
+                                                  ("considered, not run", CONSIDERED_ONLY)) if status in shown]
     parts = []
     for label, status in items:
         colour, width, dash = STYLE[status]

@@ -118,6 +118,14 @@ def test_distributions_name_unnamed_outputs_by_position_and_skip_nonfinite_value
     assert boxes["values"] == 4 and boxes["error_quantiles"]["p50"] == 1.0
 
 
+def test_distributions_of_a_large_output_compare_every_nth_value(monkeypatch):
+    monkeypatch.setattr("hub.distributions.MAX_VALUES", 1000)
+    reference = [[np.arange(3000, dtype=np.float32)]]
+    (distribution,) = output_distributions(["map"], reference, [[reference[0][0] + np.float32(0.5)]])
+    assert distribution["every"] == 3 and distribution["values"] == 1000
+    assert distribution["error_quantiles"]["max"] == 0.5
+
+
 def test_failed_routes_are_marked_at_their_failing_step_with_their_reason():
     page = render_html(failed_report())
     found = charts_in(page)
@@ -133,6 +141,20 @@ def test_page_loads_nothing_from_outside():
     assert not re.search(r"""(src|href)\s*=|@import|url\((?!#)|<script|<link|<img""", page, re.IGNORECASE)
     assert set(re.findall(r"https?://[^\s\"'<]+", page)) <= {"http://www.w3.org/2000/svg"}  # a namespace, not a fetch
     assert page.isascii()  # characters as references: the same bytes whatever the locale's encoding
+
+
+def test_a_model_with_hundreds_of_outputs_still_makes_a_page_under_2_mb():
+    generator = np.random.default_rng(0)
+    reference = [[generator.standard_normal((1, 500)) for _ in range(300)] for _ in range(4)]
+    candidate = [[a + generator.normal(0, 0.01, a.shape) for a in sample] for sample in reference]
+    report = failed_report()
+    report["final"] = {"path": "m.onnx", "format": "onnx", "state": "b/int8", "bytes": 100, "backend": "rt",
+                       "latency_ms": 1.0, "source_latency_ms": 2.0, "fidelity": _fidelity(0.999, 0.05, None),
+                       "distributions": output_distributions([], reference, candidate)}
+    page = render_html(report)
+    assert len(page.encode()) < 2_000_000
+    assert "scatter-23" in charts_in(page).charts and "scatter-24" not in charts_in(page).charts
+    assert "276 more outputs are not drawn" in page
 
 
 def test_sensitivity_is_drawn_only_when_a_step_reports_it():
