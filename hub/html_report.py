@@ -327,8 +327,11 @@ def _outputs_section(report: dict) -> str:
         return ""
     blocks = []
     for index, distribution in enumerate(distributions[:MAX_OUTPUTS_DRAWN]):
-        own = next((o for o in fidelity.get("outputs") or [] if o.get("name") == distribution["name"]), None)
-        if own is None and len(distributions) == 1 and not fidelity.get("outputs"):
+        per_output = fidelity.get("outputs") or []
+        own = next((o for o in per_output if o.get("name") == distribution["name"]), None)
+        if own is None and len(per_output) == len(distributions):  # unnamed outputs: both in the reference's order
+            own = per_output[index]
+        if own is None and len(distributions) == 1 and not per_output:
             own = fidelity  # a single output: the whole-model figures are its own
         blocks.append(_output_block(distribution, own, index))
     return ("<section><h2>Outputs of the delivered model</h2><p class=\"note\">Every value of every verification "

@@ -157,6 +157,22 @@ def test_a_model_with_hundreds_of_outputs_still_makes_a_page_under_2_mb():
     assert "276 more outputs are not drawn" in page
 
 
+def test_each_output_shows_its_own_figures_from_fidelity_outputs():
+    reference = [[np.zeros((1, 4)), np.zeros((1, 3))]]
+    candidate = [[np.full((1, 4), 0.1), np.full((1, 3), 0.2)]]
+    outputs = [{"name": "output 0", "kind": "tensor", "cosine": 0.91, "max_abs": 0.1, "snr_db": 20.0},
+               {"name": "output 1", "kind": "scores", "cosine": 0.97, "max_abs": 0.2, "snr_db": 14.0,
+                "top1_agreement": 0.875, "top5_containment": 1.0, "confident_top1_agreement": None}]
+    report = failed_report()
+    report["final"] = {"path": "m.onnx", "format": "onnx", "state": "b/int8", "bytes": 100, "backend": "rt",
+                       "latency_ms": None, "source_latency_ms": None,
+                       "fidelity": {**_fidelity(0.91, 0.2, 0.875), "outputs": outputs},
+                       "distributions": output_distributions([], reference, candidate)}
+    page = render_html(report)
+    first, second = page.split('data-output="output_0"')[1].split('data-output="output_1"')
+    assert "20 dB" in first and "14 dB" in second and "87.5%" in second and "87.5%" not in first
+
+
 def test_sensitivity_is_drawn_only_when_a_step_reports_it():
     report = failed_report()
     assert "Quantization sensitivity" not in render_html(report)
