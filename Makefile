@@ -5,9 +5,18 @@ PY := $(VENV)/bin/python
 HUB := $(VENV)/bin/hub
 EXAMPLE := examples/build
 
-.PHONY: setup demo test benchmark clean
+.PHONY: setup chromium demo test benchmark clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
+
+# the HTML report's browser test loads report.html in headless Chromium (Debian's package; CI runs as root)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is not installed and cannot be installed here: the browser test of the HTML report will skip"; fi; }
 
 # torch is pinned in pyproject.toml: an unpinned torch pulls the multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml tests/plugin_example/pyproject.toml

@@ -11,19 +11,22 @@ from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
 from hub.declarations import Target, Tolerance
+from hub.distributions import output_distributions
 from hub.environments import python_for
-from hub.errors import (FidelityError, MissingDependencyError, NoRouteError, StepFailedError, UnknownTargetError,
-                        UnsupportedModelError, UsageError)
+from hub.html_report import render_html
+from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRouteError, StepFailedError,
+                        UnknownTargetError, UnsupportedModelError, UsageError)
 from hub.platforms import PlatformCheck, check_on_platform
 from hub.inputs import (SampleSet, load_samples, merge_specs, parse_input_flag, random_samples,
                         with_sample_shapes)
 from hub.planner import Route, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, install_hint, load_catalog, missing_for
-from hub.report import Report
+from hub.report import Report, RouteFailure, StepRecord
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
-from hub.runner import Progress, RouteRunner, RunSettings, write_atomically, write_text_atomically
+from hub.runner import Progress, RouteRunner, RunSettings, SilentProgress, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
 from hub.verification import local_backends
+from hub.verify import pair_outputs
 from hub.states import ModelInfo, Requirement, TensorSpec
 from hub.worker import call_worker, save_samples
 
@@ -216,23 +219,90 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
                                memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options,
                                tolerance_overridden=any(v is not None for v in (tolerance or {}).values()))
-        runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, progress)
-        route, artifact, records, failures = runner.run_first_working(routes, max_routes)
+        attempts = RouteAttempts(progress)
+        runner = RouteRunner(catalog, source, target, specs, samples, settings, cache, workspace, attempts)
+        try:
+            route, artifact, records, _ = runner.run_first_working(routes, max_routes)
+        except HubError as error:
+            error.report = attempts.recorded_in(report, catalog, target)  # type: ignore[attr-defined]
+            report.error = error.message
+            raise
+        attempts.recorded_in(report, catalog, target)
         if runner.reference_note:
             report.warnings.append(runner.reference_note)
-        report.route, report.steps, report.alternatives_tried = route.names, records, failures
+        report.route, report.steps = route.names, records
         report.samples["verification_samples"] = len(runner.verifier.feeds)
         report.versions = _versions(route, catalog, target)
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / _output_name(source.path, target.name, artifact)
         report.final = runner.final_record(artifact, destination, route, records)
+        if verify:
+            report.final = replace(report.final, distributions=final_distributions(runner, artifact))
         for platform in check_on:
             report.final.platform_checks.append(_check_platform(catalog, runner, artifact, platform, progress))
+        page = render_html(report.to_json())  # before anything is written: a rendering bug writes nothing
         write_atomically(artifact, destination)
         write_text_atomically(report.dumps(), out_dir / "report.json")
+        write_text_atomically(page, out_dir / "report.html")
         return ConversionResult(destination, report)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+class RouteAttempts:
+    """Progress that passes everything on and keeps, per route tried, the route and the steps that ran on it: a
+    failed conversion's report draws each failed route up to its failing step from these."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress or SilentProgress()
+        self.routes: list[Route] = []
+        self.steps: list[list[StepRecord]] = []
+        self.failures: list[RouteFailure] = []
+
+    def route_started(self, route: Route, attempt: int) -> None:
+        self.routes.append(route)
+        self.steps.append([])
+        self.progress.route_started(route, attempt)
+
+    def step_started(self, planned: Any) -> None:
+        self.progress.step_started(planned)
+
+    def step_finished(self, record: StepRecord) -> None:
+        self.steps[-1].append(record)
+        self.progress.step_finished(record)
+
+    def route_failed(self, failure: RouteFailure) -> None:
+        self.failures.append(replace(failure, steps=tuple(self.steps[len(self.failures)])))
+        self.progress.route_failed(failure)
+
+    def measuring(self, what: str) -> None:
+        self.progress.measuring(what)
+
+    def recorded_in(self, report: Report, catalog: Catalog, target: Target) -> Report:
+        """The report with the failed routes and every route tried among its planned routes (a fallback may lie
+        beyond the first --max-routes candidates) and, until a route succeeds, the versions of all tried."""
+        report.alternatives_tried = list(self.failures)
+        planned = [r.to_json() for r in self.routes]
+        report.planned += [r for r in planned if r not in report.planned]
+        for route in self.routes:
+            report.versions.update(_versions(route, catalog, target))
+        return report
+
+
+def final_distributions(runner: RouteRunner, artifact: Path) -> list[dict]:
+    """The delivered model's outputs against the reference's, value by value (hub.distributions), paired as
+    verification pairs them."""
+    reference = runner.verifier.reference
+    result = runner.verifier.run_outputs(artifact, runner.final_state)
+    if reference is None or result is None or reference.path == artifact:
+        return []
+    try:
+        pairs = pair_outputs(reference.outputs, result)
+    except ValueError:  # outputs that do not line up: verification has said so already
+        return []
+    names = [reference.outputs.name(i) or f"output {i}" for i, _, _ in pairs]
+    return output_distributions(names, [[sample[i] for i, _, _ in pairs] for sample in reference.outputs.samples],
+                                [[sample[j] for _, j, _ in pairs] for sample in result.samples])
 
 
 def _new_report(source: Source, info: ModelInfo, specs: tuple[TensorSpec, ...], target: Target,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_INTERRUPTED = 130
@@ -26,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     _model_and_target(convert)
     convert.add_argument("-o", "--output", default="hub-out", help="output folder (default: hub-out)")
     convert.add_argument("--calibration", help=".npz (keys = input names), .npy, or a folder of images")
-    convert.add_argument("--report", help="also write the JSON report to this file")
+    convert.add_argument("--report", metavar="FILE",
+                         help="also write the JSON report to FILE and its HTML page beside it (FILE.html), for a "
+                              "failed conversion too")
     convert.add_argument("--dry-run", action="store_true", help="plan and check inputs; run and write nothing")
     convert.add_argument("--no-verify", action="store_true", help="skip running each artifact against the source")
     convert.add_argument("--min-cosine", type=float, help="override the target's minimum mean cosine")
@@ -52,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     _model_and_target(plan)
     plan.add_argument("--alternatives", type=int, default=2, help="how many next-best routes to show")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--graph", metavar="FILE.svg", help="also draw the planning graph of these routes as SVG")
+
+    report = commands.add_parser("report", help="render a report.json as a self-contained HTML page")
+    report.add_argument("report", metavar="REPORT_JSON", help="a report.json written by `hub convert`")
+    report.add_argument("-o", "--output", metavar="FILE.html", help="default: beside the JSON, as .html")
 
     verify = commands.add_parser("verify", help="run a model locally and on another platform and compare")
     verify.add_argument("model")
@@ -121,27 +129,24 @@ def _print_error(error: Any, debug: bool) -> None:
     print(f"hub: error: {error.message}", file=sys.stderr)
     if debug and error.detail:
         print(error.detail, file=sys.stderr)
+    if getattr(error, "report_page", None):
+        print(f"hub: the report of the routes tried: {error.report_page}", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> int:
     from hub import api
+    from hub.errors import HubError
     from hub.render import ConsoleProgress, print_conversion, print_dry_run
 
     progress = None if args.quiet or args.json else ConsoleProgress()
-    result = api.convert(
-        args.model, args.to, output=args.output, calibration=args.calibration, inputs=args.input,
-        prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
-        model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
-        threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
-        memory_limit_mb=args.memory_limit, compress=_compression_requests(args), check_on=args.check_on,
-        custom_objects=args.custom_objects, trust_code=args.trust_code,
-        tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
-    )
+    try:
+        result = _run_conversion(api, args, progress)
+    except HubError as error:
+        if args.report and getattr(error, "report", None) is not None:
+            error.report_page = _write_report(error.report, Path(args.report))
+        raise
     if args.report:
-        from hub.runner import write_text_atomically
-        from pathlib import Path
-
-        write_text_atomically(result.report.dumps(), Path(args.report))
+        _write_report(result.report, Path(args.report))
     if args.json:
         print(result.report.dumps())
     elif args.quiet:
@@ -150,6 +155,47 @@ def _convert(args: argparse.Namespace) -> int:
         print_dry_run(result.report)
     else:
         print_conversion(result)
+    return 0
+
+
+def _run_conversion(api: Any, args: argparse.Namespace, progress: Any) -> Any:
+    return api.convert(
+        args.model, args.to, output=args.output, calibration=args.calibration, inputs=args.input,
+        prefer=args.prefer, verify=not args.no_verify, dry_run=args.dry_run, trust_pickle=args.trust_pickle,
+        model_factory=args.model_factory, max_routes=args.max_routes, step_timeout=args.timeout,
+        threads=args.threads, use_cache=not args.no_cache, progress=progress, keep_layout=args.keep_layout,
+        memory_limit_mb=args.memory_limit, compress=_compression_requests(args), check_on=args.check_on,
+        custom_objects=args.custom_objects, trust_code=args.trust_code,
+        tolerance={"min_cosine": args.min_cosine, "min_top1": args.min_top1, "max_abs": args.max_abs},
+    )
+
+
+def _write_report(report: Any, path: Path) -> Path:
+    """The JSON report at `path` and its page beside it; returns the page's path."""
+    from hub.html_report import render_html
+    from hub.runner import write_text_atomically
+
+    page = path.with_suffix(".html") if path.suffix != ".html" else path.with_name(path.name + ".html")
+    write_text_atomically(report.dumps(), path)
+    write_text_atomically(render_html(report.to_json()), page)
+    return page
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hub.errors import UsageError
+    from hub.html_report import render_html
+    from hub.runner import write_text_atomically
+
+    source = Path(args.report)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {source} as a report: {error}") from error
+    if not isinstance(data, dict) or "source" not in data or "target" not in data:
+        raise UsageError(f"{source} is not a report.json written by `hub convert` (no source or target)")
+    page = Path(args.output) if args.output else source.with_suffix(".html")
+    write_text_atomically(render_html(data), page)
+    print(page)
     return 0
 
 
@@ -169,6 +215,14 @@ def _plan(args: argparse.Namespace) -> int:
     result = api.plan(args.model, args.to, alternatives=args.alternatives, prefer=args.prefer,
                       trust_pickle=args.trust_pickle, keep_layout=args.keep_layout,
                       compress=_compression_requests(args))
+    if args.graph:
+        from hub.route_graph import route_graph_svg
+        from hub.runner import write_text_atomically
+
+        plan = result.to_json()
+        chosen = [s["name"] for s in plan["routes"][0]["steps"]] if plan["routes"] else None
+        write_text_atomically(route_graph_svg(str(result.source.state), plan["routes"], chosen, standalone=True),
+                              Path(args.graph))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -250,7 +304,8 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"convert": _convert, "plan": _plan, "targets": _targets, "plugins": _plugins, "inspect": _inspect,
+COMMANDS = {"convert": _convert, "plan": _plan, "report": _report, "targets": _targets, "plugins": _plugins,
+            "inspect": _inspect,
             "verify": _verify, "env": _env}
 
 if __name__ == "__main__":

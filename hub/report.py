@@ -42,10 +42,11 @@ class RouteFailure:
     step: str
     reason: str
     detail: str | None = None
+    steps: tuple[StepRecord, ...] = ()  # the steps that ran on this route, the failing one when it got verified
 
     def to_json(self) -> dict:
         return {"route": self.route, "failed_step": self.step, "reason": self.reason,
-                "detail": (self.detail or "")[-2000:] or None}
+                "detail": (self.detail or "")[-2000:] or None, "steps": [s.to_json() for s in self.steps]}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class FinalRecord:
     source_latency_ms: float | None
     fidelity: Fidelity | None
     platform_checks: list[Any] = field(default_factory=list)
+    distributions: list[dict] = field(default_factory=list)  # hub.distributions.output_distributions
 
     def to_json(self) -> dict:
         return {
@@ -67,6 +69,7 @@ class FinalRecord:
             "source_latency_ms": _ms(self.source_latency_ms),
             "fidelity": self.fidelity.to_json() if self.fidelity else None,
             "platform_checks": [c.to_json() for c in self.platform_checks],
+            "distributions": self.distributions,
         }
 
 
@@ -87,6 +90,7 @@ class Report:
     alternatives_tried: list[RouteFailure] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # why a failed conversion failed; None in the report of one that succeeded
 
     def to_json(self) -> dict:
         return {
@@ -102,6 +106,7 @@ class Report:
             "samples": self.samples,
             "versions": self.versions,
             "warnings": self.warnings,
+            "error": self.error,
         }
 
     def dumps(self) -> str:

@@ -29,3 +29,26 @@ class TwoInputNet(torch.nn.Module):
 def make_tiny_conv_net() -> torch.nn.Module:
     torch.manual_seed(0)
     return TinyConvNet()
+
+
+class TinyDetector(torch.nn.Module):
+    """A detector's output shape in miniature: 16 anchors, each with a box (4 values in [0, 1]) and 3 class
+    scores, as two outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.boxes = torch.nn.Conv2d(16, 4, 1)
+        self.scores = torch.nn.Conv2d(16, 3, 1)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(image)
+        boxes = torch.sigmoid(self.boxes(features)).flatten(2).transpose(1, 2)
+        scores = self.scores(features).flatten(2).transpose(1, 2)
+        return boxes, scores
+
+
+def make_tiny_detector() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return TinyDetector().eval()

@@ -38,7 +38,7 @@ def test_falls_back_when_the_first_route_fails(faulty, digits_model, tmp_path, m
     assert [t.step for t in tried] == ["faulty-export"] and reason in tried[0].reason
     assert result.report.route[0] != "faulty-export"
     assert result.report.final.fidelity.cosine > 0.9999
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.onnxruntime-cpu.onnx", "report.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.onnxruntime-cpu.onnx", "report.html", "report.json"]
 
 
 def test_timeout_fails_the_route_and_everything_failing_writes_nothing(faulty, digits_model, tmp_path,

@@ -331,7 +331,7 @@ def test_sensitivity_ranks_the_node_whose_quantization_loses_most_first(optimize
     ctx = context(optimized_model, tmp_path / "kept", calibration, exclude_sensitive=1)
     kept = run_static_int8(ctx)
     assert ctx.notes["kept_float"] == [ranking[0][0]]
-    assert list(ctx.notes["sensitivity_db_lost"]) == [name for name, _ in ranking]
+    assert list(ctx.notes["sensitivity"]) == [name for name, _ in ranking]
     exact = outputs(optimized_model, samples)
     assert mean_cosine(outputs(kept, samples), exact) >= mean_cosine(outputs(plain, samples), exact) - 1e-4
 

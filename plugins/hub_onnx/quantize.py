@@ -61,7 +61,7 @@ def _most_sensitive(ctx: StepContext, feeds: list[Feed], options: dict[str, Any]
     _quantize_static(ctx.input_path, probe, feeds, {**options, "exclude_sensitive": 0}, model, [])
     ranking = rank_nodes(ctx.input_path, probe, feeds[:SENSITIVITY_SAMPLES])
     excluded = [name for name, _ in ranking[:count]]
-    ctx.notes["sensitivity_db_lost"] = dict(ranking[:SENSITIVITY_NOTED])
+    ctx.notes["sensitivity"] = dict(ranking[:SENSITIVITY_NOTED])  # dB of signal-to-noise lost
     ctx.notes["kept_float"] = excluded
     return excluded
 
