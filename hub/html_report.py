@@ -382,8 +382,11 @@ def _output_metrics(fidelity: dict | None, distribution: dict) -> str:
             items.append(("kind", esc(fidelity["kind"]), ""))
         items.append(("cosine", number(fidelity.get("cosine"), 6), ""))
         items.append(("max-abs", number(fidelity.get("max_abs")), ""))
-        if fidelity.get("snr_db") is not None:
-            items.append(("SNR", f"{number(fidelity['snr_db'])} dB", ""))
+        if fidelity.get("worst_slice_cosine") is not None:
+            items.append(("worst slice", number(fidelity["worst_slice_cosine"], 6),
+                          f" (#{fidelity.get('worst_slice')} along axis {fidelity.get('slice_axis')})"))
+        if fidelity.get("matched_by"):
+            items.append(("paired by", esc(fidelity["matched_by"]), ""))
         for label, key in (("top-1 agreement", "top1_agreement"), ("top-5 containment", "top5_containment"),
                            ("confident top-1", "confident_top1_agreement")):
             if fidelity.get(key) is not None:

@@ -160,8 +160,9 @@ def test_a_model_with_hundreds_of_outputs_still_makes_a_page_under_2_mb():
 def test_each_output_shows_its_own_figures_from_fidelity_outputs():
     reference = [[np.zeros((1, 4)), np.zeros((1, 3))]]
     candidate = [[np.full((1, 4), 0.1), np.full((1, 3), 0.2)]]
-    outputs = [{"name": "output 0", "kind": "tensor", "cosine": 0.91, "max_abs": 0.1, "snr_db": 20.0},
-               {"name": "output 1", "kind": "scores", "cosine": 0.97, "max_abs": 0.2, "snr_db": 14.0,
+    outputs = [{"name": "output 0", "kind": "tensor", "cosine": 0.91, "max_abs": 0.1, "worst_slice_cosine": 0.25,
+                "worst_slice": 3, "slice_axis": 1},
+               {"name": "output 1", "kind": "scores", "cosine": 0.97, "max_abs": 0.2,
                 "top1_agreement": 0.875, "top5_containment": 1.0, "confident_top1_agreement": None}]
     report = failed_report()
     report["final"] = {"path": "m.onnx", "format": "onnx", "state": "b/int8", "bytes": 100, "backend": "rt",
@@ -170,16 +171,16 @@ def test_each_output_shows_its_own_figures_from_fidelity_outputs():
                        "distributions": output_distributions([], reference, candidate)}
     page = render_html(report)
     first, second = page.split('data-output="output_0"')[1].split('data-output="output_1"')
-    assert "20 dB" in first and "14 dB" in second and "87.5%" in second and "87.5%" not in first
+    assert "#3 along axis 1" in first and "#3 along" not in second and "87.5%" in second and "87.5%" not in first
 
 
 def test_sensitivity_is_drawn_only_when_a_step_reports_it():
     report = failed_report()
-    assert "Quantization sensitivity" not in render_html(report)
+    assert "Quantization:" not in render_html(report)
     report["steps"] = [{"name": "quantize", "state": "b/int8", "bytes": 10, "seconds": 1.0, "fidelity": None,
                         "notes": {"sensitivity": {"conv1": 0.2, "fc": 0.9}, "higher_precision": ["fc"]}}]
     page = render_html(report)
-    assert "Quantization sensitivity" in page and "sensitivity" in charts_in(page).charts
+    assert "Quantization: ladder and sensitivity" in page and "sensitivity" in charts_in(page).charts
     assert "fc: 0.9 · kept".encode("ascii", "xmlcharrefreplace").decode() in page
 
 
