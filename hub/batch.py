@@ -65,7 +65,7 @@ class Job:
         """Memory the job declares to a scheduler: its limit, or an estimate from the model's size."""
         if self.memory_limit is not None:
             return self.memory_limit
-        size_mb = digest_free_size(self.model) / 1e6
+        size_mb = model_bytes(self.model) / 1e6
         return BASE_JOB_MEMORY_MB + MEMORY_PER_MODEL_MB * size_mb
 
     def to_json(self) -> dict:
@@ -90,7 +90,7 @@ class Job:
                 "tolerance": {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs}}
 
 
-def digest_free_size(path: Path) -> int:
+def model_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
