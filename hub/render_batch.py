@@ -87,7 +87,7 @@ class ConsoleBatchProgress:
 
 def cell_text(outcome: JobOutcome) -> Text:
     if not outcome.ok:
-        reason = outcome.reason or "unknown"
+        reason = (outcome.reason or "unknown").strip().splitlines()[0]
         short = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 3] + "..."
         return Text(f"failed: {short}", style="red")
     parts = [human_bytes(outcome.bytes)]
