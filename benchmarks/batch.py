@@ -49,7 +49,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 def timed_batch(jobs: Path, output: Path, cache: Path, **options) -> dict:
-    from hub.batch import batch
+    from hub.batching import batch
 
     started = time.perf_counter()
     result = batch(jobs, output=output, cache_dir=cache, **options)
@@ -60,7 +60,14 @@ def timed_batch(jobs: Path, output: Path, cache: Path, **options) -> dict:
             "job_seconds_mean": statistics.mean(o.seconds for o in ran) if ran else 0.0,
             "job_seconds_by_target": {t: statistics.mean(o.seconds for o in ran if o.target == t) for t in TARGETS
                                       if any(o.target == t for o in ran)},
-            "failures": [f"{o.model}/{o.target}: {(o.reason or '').splitlines()[0][:160]}" for o in result.failed]}
+            "failures": [f"{o.model}/{o.target}: {_reason(o.reason)}" for o in result.failed],
+            "load_average": os.getloadavg()[0]}
+
+
+def _reason(text: str | None) -> str:
+    """The failure's first line, and for a conversion that failed on every route, the first route's reason."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
 
 
 def ray_overheads() -> dict:
@@ -104,7 +111,7 @@ def digits_jobs(model: Path, calibration: Path, workdir: Path) -> dict:
                     f"  - {{model: {model}, to: cpu-int8, calibration: {calibration}}}\n")
     cache = folder / "cache"
     measured = timed_batch(jobs, folder / "release", cache, workers=1)
-    from hub.batch import Journal
+    from hub.batching import Journal
 
     outcomes = {o.target: o for o in Journal(folder / "release").finished().values()}
     measured.update(model_bytes=model.stat().st_size, cache_bytes=folder_bytes(cache),
@@ -148,7 +155,12 @@ def main() -> None:
     parser.add_argument("--digits", type=Path, help="DigitsNet .pt2 (examples/digits.py) for a heavier job")
     parser.add_argument("--digits-calibration", type=Path)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--render-only", action="store_true", help="rewrite batch.md from results/batch.json")
+    parser.add_argument("--note", default="", help="a sentence about the run for batch.md (e.g. the machine's load)")
     args = parser.parse_args()
+    if args.render_only:
+        (RESULTS / "batch.md").write_text(render(json.loads((RESULTS / "batch.json").read_text()), args.note))
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hub-batch-bench-"))
     jobs = write_matrix(workdir / "models")
     runs: dict[str, dict] = {}
@@ -171,13 +183,13 @@ def main() -> None:
                                                                             workdir)
     runs["venv"] = {"bytes": venv_bytes()}
     (RESULTS / "batch.json").write_text(json.dumps(runs, indent=2))
-    (RESULTS / "batch.md").write_text(render(runs))
+    (RESULTS / "batch.md").write_text(render(runs, args.note))
     print((RESULTS / "batch.md").read_text())
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def render(runs: dict) -> str:
+def render(runs: dict, note: str = "") -> str:
     ray = runs["ray overheads"]
     rows = [k for k in runs if "cache" in k and "bytes" not in k]
     sequential_cold = runs["sequential (-j 1), cold cache"]
@@ -187,7 +199,8 @@ def render(runs: dict) -> str:
         f"`python benchmarks/batch.py` ({time.strftime('%Y-%m-%d')}): 8 small ONNX models (`tests/onnx_op_models.py`)"
         f" x {len(TARGETS)} targets ({', '.join(TARGETS)}), each job one `hub.convert` call in its own process "
         "(threads 1). Cold: empty step cache; warm: the cache of the cold run, fresh output folder (the journal "
-        "serves nothing). The machine's 2 cores were shared with other work while this ran.",
+        "serves nothing). The machine's 2 cores were shared with other work while this ran" + (f": {note}" if note
+                                                                                              else ".") ,
         "",
         "| run | wall s | ok | failed | mean job s | speed-up vs sequential cold |",
         "|---|---:|---:|---:|---:|---:|",
@@ -202,7 +215,7 @@ def render(runs: dict) -> str:
         f"{journal['failed']} | - | {sequential_cold['seconds'] / journal['seconds']:.0f}x |",
         "",
     ]
-    failures = sorted({f for run in runs.values() if isinstance(run, dict) for f in run.get("failures", [])})
+    failures = sorted({f for key in rows for f in runs[key].get("failures", [])})
     if failures:
         lines += ["Jobs that failed (the same in every run):", ""] + [f"- {f}" for f in failures] + [""]
     per_target = sequential_cold["job_seconds_by_target"]
@@ -232,6 +245,8 @@ def render(runs: dict) -> str:
             f"first job); cache {digits['cache_bytes'] / 1e6:.2f} MB for the 2 jobs.",
             "",
         ]
+        lines += [f"- DigitsNet failure (the same as a plain `hub convert` of this model): {f}"
+                  for f in digits.get("failures", [])] + [""] if digits.get("failures") else []
     lines += render_estimate(runs)
     return "\n".join(lines) + "\n"
 

@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name in ("batch", "BatchResult"):
-        from hub import batch as batch_module
+        from hub import batching
 
-        return getattr(batch_module, name)
+        return getattr(batching, name)
     raise AttributeError(f"module 'hub' has no attribute {name!r}")

@@ -267,7 +267,7 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from hub.batch import batch
+    from hub.batching import batch
     from hub.render_batch import ConsoleBatchProgress, print_batch
 
     progress = None if args.quiet or args.json else ConsoleBatchProgress()

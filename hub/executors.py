@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from hub.batch import STATE_FOLDER, BatchProgress, BatchSettings, Job, JobOutcome
+from hub.batching import STATE_FOLDER, BatchProgress, BatchSettings, Job, JobOutcome
 from hub.errors import HubError, MissingDependencyError
 
 POLL_SECONDS = 0.3

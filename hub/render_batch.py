@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hub.batch import BatchResult, Job, JobOutcome
+from hub.batching import BatchResult, Job, JobOutcome
 from hub.render import _console, stdout
 from hub.report import human_bytes
 

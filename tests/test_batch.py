@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from hub.batch import Journal, batch, load_jobs
+from hub.batching import Journal, batch, load_jobs
 from hub.errors import MissingDependencyError, UsageError
 from onnx_op_models import conv_asymmetric, matmul_gemm
 
@@ -187,6 +187,13 @@ def test_ctrl_c_exits_130_keeping_finished_jobs_and_no_partial_output(tmp_path):
     onnx.save(matmul_gemm()[0], tmp_path / "hang.onnx")  # the cause fixed, the same command resumes
     resumed = batch(jobs_file, output=release)
     assert (resumed.ran, resumed.reused, resumed.exit_code) == (1, 1, 0)
+
+
+def test_hub_batch_is_the_api_function_even_after_its_module_is_imported():
+    import hub
+    import hub.batching
+
+    assert hub.batch is hub.batching.batch
 
 
 def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from hub.api import convert  # noqa: E402
-from hub.batch import batch  # noqa: E402
+from hub.batching import batch  # noqa: E402
 from cache_race import read_while_written, store_same_entries  # noqa: E402
 from onnx_op_models import batch_norm, conv_asymmetric, matmul_gemm  # noqa: E402
 
