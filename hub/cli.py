@@ -268,9 +268,12 @@ def _env(args: argparse.Namespace) -> int:
 
 def _batch(args: argparse.Namespace) -> int:
     from hub.batching import batch
+    import signal
+
     from hub.render_batch import ConsoleBatchProgress, print_batch
 
     progress = None if args.quiet or args.json else ConsoleBatchProgress()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's stop: the same clean stop as Ctrl-C
     try:
         result = batch(args.jobs, output=args.output, executor=args.executor, workers=args.workers,
                        address=args.address, retry_failed=args.retry_failed, progress=progress)
@@ -280,11 +283,17 @@ def _batch(args: argparse.Namespace) -> int:
         print("hub: interrupted; finished jobs are in the journal, run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print_batch(result)
     return result.exit_code
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 COMMANDS = {"convert": _convert, "plan": _plan, "targets": _targets, "plugins": _plugins, "inspect": _inspect,

@@ -317,9 +317,12 @@ class RayExecutor:
             return
         # the workers find the same plugins, environments and hub code as this process
         variables = {k: v for k, v in os.environ.items() if k.startswith("HUB_") or k == "PYTHONPATH"}
+        on_terminate = signal.getsignal(signal.SIGTERM)
         self.ray.init(address=self.settings.address, runtime_env={"env_vars": variables},
                       include_dashboard=False, log_to_driver=False)
-        self.started_here = True
+        self.connected_here = True
+        if callable(on_terminate) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_terminate)  # ray.init installs one that aborts: keep the clean stop
 
     def run(self, jobs: list[Job], progress: BatchProgress) -> Iterator[tuple[Job, JobOutcome]]:
         self._connect()
@@ -353,7 +356,7 @@ class RayExecutor:
             ray.wait(list(by_ref), num_returns=len(by_ref), timeout=STOP_GRACE_SECONDS + 5)
             raise
         finally:
-            if getattr(self, "started_here", False):
+            if getattr(self, "connected_here", False):
                 ray.shutdown()
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import onnx
@@ -12,7 +15,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from hub.api import convert  # noqa: E402
-from hub.batching import batch  # noqa: E402
+from hub.batching import Journal, batch  # noqa: E402
 from cache_race import read_while_written, store_same_entries  # noqa: E402
 from onnx_op_models import batch_norm, conv_asymmetric, matmul_gemm  # noqa: E402
 
@@ -73,6 +76,31 @@ jobs:
     assert (second.ran, second.reused) == (0, 8)
     assert [o.model for o in second.failed] == ["broken", "crash"]
     assert second_seconds < 0.1 * first_seconds, (second_seconds, first_seconds)
+
+
+def test_interrupting_a_ray_batch_exits_130_keeping_finished_jobs(cluster, tmp_path):
+    onnx.save(conv_asymmetric()[0], tmp_path / "conv.onnx")
+    (tmp_path / "hang.onnx").write_bytes(b"HANG forever")
+    (tmp_path / "jobs.yaml").write_text("jobs:\n  - {model: conv.onnx, to: cpu-int8}\n"
+                                        "  - {model: hang.onnx, to: cpu-int8}\n")
+    release = tmp_path / "release"
+    address = ray.get_runtime_context().gcs_address  # the driver joins the running cluster, as on a real one
+    process = subprocess.Popen([sys.executable, "-m", "hub.cli", "batch", str(tmp_path / "jobs.yaml"), "-o",
+                                str(release), "--executor", "ray", "--address", address],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ((tmp_path / "hang.onnx.started").exists() and Journal(release).finished()):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # what a scheduler sends; handled like Ctrl-C
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert [(o.model, o.status) for o in Journal(release).finished().values()] == [("conv", "ok")]
+    assert sorted(p.name for p in release.iterdir()) == [".hub-batch", "conv"]
+    assert not (release / ".hub-batch" / "staging").exists()
+    time.sleep(2)  # the cancelled task's job process has stopped: nothing runs on the cluster any more
+    assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+                .splitlines() if "hub.executors" in line and str(tmp_path) in line]
 
 
 def test_ray_workers_writing_the_same_cache_entries_all_read_whole_entries(cluster, tmp_path):
