@@ -14,7 +14,7 @@ from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRoute
                         StepFailedError, UnknownTargetError, UnsupportedModelError, UsageError)
 
 __all__ = [
-    "convert", "plan", "inspect", "HubError", "NoRouteError", "StepFailedError", "FidelityError",
+    "convert", "plan", "inspect", "batch", "HubError", "NoRouteError", "StepFailedError", "FidelityError",
     "UnsupportedModelError", "UnknownTargetError", "MissingDependencyError", "UsageError", "PluginError",
 ]
 
@@ -25,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from hub import api
 
         return getattr(api, name)
+    if name in ("batch", "BatchResult"):
+        from hub import batching
+
+        return getattr(batching, name)
     raise AttributeError(f"module 'hub' has no attribute {name!r}")

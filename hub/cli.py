@@ -82,7 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--trust-pickle", action="store_true", help="allow loading pickles (runs their code)")
     inspect.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]")
     inspect.add_argument("--json", action="store_true", help="print as JSON")
+    _batch_parser(commands)
     return parser
+
+
+def _batch_parser(commands: Any) -> None:
+    batch = commands.add_parser("batch", help="convert a matrix of models x targets (jobs file), resumably, "
+                                              "locally or on a Ray cluster")
+    batch.add_argument("jobs", help="jobs file (YAML): `jobs:` and/or `matrix:` of models x targets")
+    batch.add_argument("-o", "--output", default="release", help="release folder (default: release)")
+    batch.add_argument("-j", "--jobs-at-once", dest="workers", type=int, metavar="N",
+                       help="jobs run at once by the local executor (default: what cores and memory allow)")
+    batch.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local processes (default) or Ray tasks")
+    batch.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001; default: a local one)")
+    batch.add_argument("--retry-failed", action="store_true", help="run the jobs that failed last time again")
+    batch.add_argument("--quiet", action="store_true", help="print only the table")
+    batch.add_argument("--json", action="store_true", help="print the table as JSON on stdout")
 
 
 def _model_and_target(parser: argparse.ArgumentParser) -> None:
@@ -304,9 +320,38 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from hub.batching import batch
+    import signal
+
+    from hub.render_batch import ConsoleBatchProgress, print_batch
+
+    progress = None if args.quiet or args.json else ConsoleBatchProgress()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's stop: the same clean stop as Ctrl-C
+    try:
+        result = batch(args.jobs, output=args.output, executor=args.executor, workers=args.workers,
+                       address=args.address, retry_failed=args.retry_failed, progress=progress)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        print("hub: interrupted; finished jobs are in the journal, run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print_batch(result)
+    return result.exit_code
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 COMMANDS = {"convert": _convert, "plan": _plan, "report": _report, "targets": _targets, "plugins": _plugins,
-            "inspect": _inspect,
-            "verify": _verify, "env": _env}
+            "inspect": _inspect, "verify": _verify, "env": _env, "batch": _batch}
 
 if __name__ == "__main__":
     sys.exit(main())
