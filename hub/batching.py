@@ -336,6 +336,7 @@ class JobOutcome:
     top1_agreement: float | None = None
     route: tuple[str, ...] = ()
     output: str | None = None
+    report: str | None = None  # the job's report.html
     reason: str | None = None
     exit_code: int = 0
     reused: bool = False
@@ -382,7 +383,7 @@ class BatchResult:
 
     def to_csv(self) -> str:
         columns = ["model", "target", "status", "bytes", "latency_ms", "cosine", "top1_agreement", "seconds",
-                   "reused", "output", "reason"]
+                   "reused", "output", "report", "reason"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

@@ -137,15 +137,17 @@ def run_job(job: Job, output: Path, cache: Path, staging: Path, progress_file: P
     report, final = result.report, result.report.final
     assert result.path is not None and final is not None
     report.final = replace(final, path=str(destination / result.path.name))
+    from hub.html_report import render_html
     from hub.runner import write_text_atomically
 
     write_text_atomically(report.dumps(), staging / "report.json")
+    write_text_atomically(render_html(report.to_json()), staging / "report.html")
     move_into_place(staging, destination)
     fidelity = final.fidelity
     return JobOutcome(job.name, job.to, "ok", seconds=time.perf_counter() - started, bytes=final.bytes,
                       latency_ms=final.latency_ms, cosine=fidelity.cosine if fidelity else None,
                       top1_agreement=fidelity.top1_agreement if fidelity else None, route=tuple(report.route),
-                      output=report.final.path)
+                      output=report.final.path, report=str(destination / "report.html"))
 
 
 def move_into_place(staging: Path, destination: Path) -> None:
