@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
-from hub.declarations import LATER_PRECISIONS, MAX_SECONDS, Backend, Step, Target, Tolerance
+from hub.declarations import LATER_PRECISIONS, Backend, Step, Target, Tolerance
 from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
@@ -26,7 +26,6 @@ from hub.worker import call_worker, load_outputs, save_samples
 from hub.states import CHANNELS_LAST_RANKS, ModelState, TensorSpec
 
 LATENCY_REPEATS = 30
-PATH_OPTIONS = ("samples",)  # options naming files whose content, not name, decides a step's output
 
 
 class Progress(Protocol):
@@ -193,24 +192,24 @@ class RouteRunner:
         return folder
 
     def _options(self, planned: PlannedStep, later_precisions: tuple[str, ...] = ()) -> dict[str, Any]:
-        options = {**planned.step.options, **self.target.options}
+        options = {**planned.step.defaults(), **self.target.options}
         for trait in set(planned.result.traits) - set(planned.source.traits):
             options.update(self.settings.trait_options.get(trait, {}))
         options.update(self.settings.step_options.get(planned.name, {}))
         options.update(self.settings.step_options.get("*", {}))
         options["source_path"] = str(self.source.path)  # a teacher for distillation, a reference for others
-        if LATER_PRECISIONS in planned.step.options:  # only there: other steps' cache keys stay route-independent
+        if planned.step.wants_later_precisions:  # only there: other steps' cache keys stay route-independent
             options[LATER_PRECISIONS] = sorted(set(later_precisions))
         return options
 
     def _key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
         record = next((p for p in self.catalog.plugins if p.name == planned.plugin), None)
         keyed = {k: v for k, v in options.items() if k != "source_path"}
-        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in PATH_OPTIONS and v}
+        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in planned.step.path_options() and v}
         return step_key(
             input=digest_path(artifact), step=planned.name, produces=dict(planned.step.produces),
             options=keyed, files=files, inputs=[s.to_json() for s in self.inputs],
-            teacher=self.source_digest if "source_path" in options else None,
+            teacher=self.source_digest,
             calibration=self.calibration_digest if planned.step.needs_calibration else None,
             plugin=record.origin if record else None, code=code_digest(planned.step.run),
             versions=distribution_versions(planned.step.requires),
@@ -225,7 +224,7 @@ class RouteRunner:
     def run_step(self, planned: PlannedStep, artifact: Path, tolerance: Tolerance | None = None,
                  later_precisions: tuple[str, ...] = ()) -> tuple[StepRecord, Path]:
         """Run one step (or reuse its cached output) and verify it. later_precisions: the precisions of the
-        states the route goes on to after this step, for a step that declares the option LATER_PRECISIONS."""
+        states the route goes on to after this step, for a step with wants_later_precisions."""
         self.progress.step_started(planned)
         options = self._options(planned, later_precisions)
         key = self._key(planned, artifact, options)
@@ -333,13 +332,14 @@ class RouteRunner:
 
 
 def worker_timeout(step: Step, options: dict, default: float) -> float:
-    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (MAX_SECONDS)
-    to that bound plus a margin for its loading and saving: a user who gives a training step an hour must not see
-    it killed at the declared half hour."""
+    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (its
+    time_budget_option) to that bound plus a margin for its loading and saving: a user who gives a training step
+    an hour must not see it killed at the declared half hour."""
     declared = step.timeout or default
-    if options.get(MAX_SECONDS) is None:
+    budget = options.get(step.time_budget_option) if step.time_budget_option else None
+    if budget is None:
         return declared
-    return max(declared, float(options[MAX_SECONDS]) * SELF_BOUND_MARGIN + 60.0)
+    return max(declared, float(budget) * SELF_BOUND_MARGIN + 60.0)
 
 
 SELF_BOUND_MARGIN = 1.25

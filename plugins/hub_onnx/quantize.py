@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
 from hub.states import TensorSpec
 from hub_onnx import DYNAMIC_INT8_OPTIONS, STATIC_INT8_OPTIONS
@@ -23,7 +23,7 @@ def run_static_int8(ctx: StepContext) -> Path:
     """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    options = {**STATIC_INT8_OPTIONS, **ctx.options}
+    options = {**defaults_of(STATIC_INT8_OPTIONS), **ctx.options}
     model = load_model(ctx.input_path, with_weights=False)
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
     output = ctx.workdir / "model.int8.onnx"
@@ -50,7 +50,7 @@ def run_dynamic_int8(ctx: StepContext) -> Path:
     """quantize_dynamic: int8 weights (per channel by default), activations quantized at run time."""
     from onnxruntime.quantization import quantize_dynamic
 
-    options = {**DYNAMIC_INT8_OPTIONS, **ctx.options}
+    options = {**defaults_of(DYNAMIC_INT8_OPTIONS), **ctx.options}
     model = load_model(ctx.input_path, with_weights=False)
     output = ctx.workdir / "model.int8-dynamic.onnx"
     quantize_dynamic(

@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
 from hub.report import compressed_size
+from hub_onnx import CLIP_OPTIONS, PRUNE_OPTIONS
 from hub_onnx.model_file import iter_nodes, load_model, save_model
 
 if TYPE_CHECKING:
     import onnx
 
-PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
-CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
 WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1, 0)}  # which inputs are weights
 LAYERS_IN_NOTES = 40
 
@@ -25,7 +24,7 @@ LAYERS_IN_NOTES = 40
 def magnitude_prune(ctx: StepContext) -> Path:
     """onnx fp32 -> +pruned: zero the smallest-magnitude weights until `sparsity` of the prunable weights are
     zero, over all layers at once ("global") or in each layer ("layer")."""
-    options = {**PRUNE_DEFAULTS, **ctx.options}
+    options = {**defaults_of(PRUNE_OPTIONS), **ctx.options}
     sparsity = float(options["sparsity"])
     if not 0 <= sparsity < 1:
         raise UsageError(f"option sparsity={sparsity} must be a fraction in [0, 1)")
@@ -51,7 +50,7 @@ def magnitude_prune(ctx: StepContext) -> Path:
 
 def clip_weights(ctx: StepContext) -> Path:
     """onnx fp32 -> +clipped: zero every weight whose magnitude is below `threshold`."""
-    options = {**CLIP_DEFAULTS, **ctx.options}
+    options = {**defaults_of(CLIP_OPTIONS), **ctx.options}
     threshold = float(options["threshold"])
     if threshold <= 0:
         raise UsageError(f"option threshold={threshold} must be positive")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import MissingDependencyError, UsageError
 from hub.report import compressed_size
 from hub_tfmot import PRUNE_OPTIONS
@@ -21,7 +21,7 @@ from hub_tfmot import PRUNE_OPTIONS
 def prune_keras_h5(ctx: StepContext) -> Path:
     """keras-h5 fp32 -> +pruned: each prunable Conv/Dense kernel reaches `sparsity` zeros (tfmot prunes per
     layer: scope "global" is refused rather than silently done per layer)."""
-    options = {**PRUNE_OPTIONS, **ctx.options}
+    options = {**defaults_of(PRUNE_OPTIONS), **ctx.options}
     sparsity = float(options["sparsity"])
     if not 0 <= sparsity < 1:
         raise UsageError(f"option sparsity={sparsity} must be a fraction in [0, 1)")

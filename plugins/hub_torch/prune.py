@@ -17,17 +17,13 @@ from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
 from hub.report import compressed_size
 from hub.states import TensorSpec
+from hub_torch.options import CHANNEL_DEFAULTS, CLIP_DEFAULTS, PRUNE_DEFAULTS
 from hub_torch.tensors import example_tensors, load_program, program_input_specs, quiet_torch_deprecations
 
 if TYPE_CHECKING:
     import torch
     from torch.export import ExportedProgram
 
-PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
-CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
-# Widths in multiples of 8 keep the convolution kernels' SIMD blocks full: measured on EfficientNet-Lite0, odd
-# widths made the 30%-pruned model slower than the unpruned one under ONNX Runtime.
-CHANNEL_DEFAULTS = {"sparsity": 0.3, "round_to": 8, "exempt_output_layers": True}
 CONV_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 LINEAR_OPS = ("linear",)
 LAYERS_IN_NOTES = 40
