@@ -81,10 +81,10 @@ def no_route_error(catalog: Catalog, source: Source, target: Target) -> PluginEr
     if broken_steps:
         for route in enumerate_routes(catalog, available_steps(catalog) + broken_steps, source.state, target,
                                       source.bytes / 1e6, weights_for("balanced")):
-            needed = {catalog.broken_owner(p.name) for p in route.steps} - {None}
+            needed = {record.name: record.error for record in map(catalog.broken_owner, route.names) if record}
             if needed:
-                return PluginError("the route to " + target.name + " needs broken plugin(s): " + "; ".join(
-                    f"{record.name} ({record.error})" for record in needed if record) + ": fix or uninstall them")
+                return PluginError(f"the route to {target.name} needs broken plugin(s): " + "; ".join(
+                    f"{name} ({error})" for name, error in needed.items()) + ": fix or uninstall them")
             break
     message = explain_no_route(catalog, source.state, target, source.bytes)
     unknown = [record for record in catalog.broken if not record.steps]
@@ -112,7 +112,8 @@ def check_step_options(catalog: Catalog, step_options: dict[str, dict]) -> dict[
         elif name in catalog.steps:
             checked[name] = catalog.steps[name].check_options(options)
         else:
-            raise UsageError(f"step_options names no installed step {name!r}; steps: {', '.join(sorted(catalog.steps))}")
+            raise UsageError(f"step_options names no installed step {name!r}; steps: "
+                             f"{', '.join(sorted(catalog.steps))}")
     return checked
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
+from hub.kit import exempt_layers, magnitude_threshold
 from hub.report import compressed_size
 from hub_onnx import CLIP_OPTIONS, PRUNE_OPTIONS
 from hub_onnx.model_file import iter_nodes, load_model, save_model
@@ -36,11 +37,11 @@ def magnitude_prune(ctx: StepContext) -> Path:
     prunable, exempt = split_exempt(layers, options)
     if scope == "global" and prunable:
         magnitudes = np.concatenate([np.abs(weights[name]).ravel() for name, _ in prunable])
-        threshold = kth_smallest(magnitudes, sparsity)
+        threshold = magnitude_threshold(magnitudes, sparsity)
         for name, _ in prunable:
             weights[name][np.abs(weights[name]) <= threshold] = 0.0
     for name, _ in prunable if scope == "layer" else ():
-        threshold = kth_smallest(np.abs(weights[name]).ravel(), sparsity)
+        threshold = magnitude_threshold(np.abs(weights[name]).ravel(), sparsity)
         weights[name][np.abs(weights[name]) <= threshold] = 0.0
     output = write_weights(model, weights, ctx.workdir / "model.onnx")
     ctx.notes.update(method=f"magnitude (L1), {scope}", requested_sparsity=sparsity,
@@ -90,20 +91,8 @@ def weight_initializers(model: "onnx.ModelProto") -> tuple[dict[str, np.ndarray]
 
 def split_exempt(layers: list[tuple[str, bool]], options: dict[str, Any]
                  ) -> tuple[list[tuple[str, bool]], dict[str, str]]:
-    exempt: dict[str, str] = {}
-    for index, (name, depthwise) in enumerate(layers):
-        if index == 0 and options.get("exempt_first_layer"):
-            exempt[name] = "first layer: few weights, and every later feature depends on it"
-        elif depthwise and options.get("exempt_depthwise"):
-            exempt[name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    exempt = exempt_layers(layers, options)
     return [layer for layer in layers if layer[0] not in exempt], exempt
-
-
-def kth_smallest(magnitudes: np.ndarray, fraction: float) -> float:
-    count = int(round(fraction * magnitudes.size))
-    if count <= 0:
-        return -1.0
-    return float(np.partition(magnitudes, count - 1)[count - 1])
 
 
 def write_weights(model: "onnx.ModelProto", weights: dict[str, np.ndarray], path: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub.kit import exempt_layers, magnitude_threshold
 from hub.report import compressed_size
 from hub.states import TensorSpec
 from hub_torch.options import CHANNEL_DEFAULTS, CLIP_DEFAULTS, PRUNE_DEFAULTS
@@ -190,21 +191,13 @@ def weight_layers(program: "ExportedProgram") -> list[WeightLayer]:
 
 def split_exempt(layers: list[WeightLayer], options: dict[str, Any]) -> tuple[list[WeightLayer], dict[str, str]]:
     """The layers to prune, and the exempt ones with the reason."""
-    exempt: dict[str, str] = {}
-    for index, layer in enumerate(layers):
-        if index == 0 and options.get("exempt_first_layer"):
-            exempt[layer.name] = "first layer: few weights, and every later feature depends on it"
-        elif layer.depthwise and options.get("exempt_depthwise"):
-            exempt[layer.name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    exempt = exempt_layers([(layer.name, layer.depthwise) for layer in layers], options)
     return [layer for layer in layers if layer.name not in exempt], exempt
 
 
 def kth_smallest(magnitudes: "torch.Tensor", fraction: float) -> float:
-    """The magnitude at or below which `fraction` of the values lie (0 keeps everything)."""
-    count = int(round(fraction * magnitudes.numel()))
-    if count <= 0:
-        return -1.0
-    return float(magnitudes.kthvalue(count).values)
+    """The magnitude at or below which `fraction` of the values lie (-1: none)."""
+    return magnitude_threshold(magnitudes.detach().cpu().numpy(), fraction)
 
 
 def zero_below(tensor: "torch.Tensor", threshold: float) -> None:
