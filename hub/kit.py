@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 MIN_WARMUP_RUNS = 3
+LAYERS_IN_NOTES = 40  # a report lists at most this many layers one by one
 
 
 def latency_timings_ms(run_once: Callable[[], Any], repeats: int, warmup: int | None = None) -> list[float]:
@@ -67,3 +68,25 @@ def exempt_layers(layers: Sequence[tuple[str, bool]], options: dict[str, Any]) -
         elif depthwise and options.get("exempt_depthwise"):
             exempt[name] = "depthwise convolution: one small filter per channel, pruning it removes features"
     return exempt
+
+
+def sparsity_notes(layer_zeros: dict[str, tuple[int, int]], prunable: set[str], exempt: dict[str, str],
+                   parameters: int) -> dict[str, Any]:
+    """What a magnitude pruner reports: given each weight layer's (zero count, size) in graph order, the names
+    it pruned, the exempt ones with the reason and the model's parameter count."""
+    def zeros(names: list[str]) -> tuple[int, int]:
+        return sum(layer_zeros[n][0] for n in names), sum(layer_zeros[n][1] for n in names)
+
+    pruned_zeros, pruned_total = zeros([n for n in layer_zeros if n in prunable])
+    all_zeros, all_total = zeros(list(layer_zeros))
+    per_layer = {name: round(count / max(size, 1), 4) for name, (count, size) in layer_zeros.items()}
+    return {
+        "sparsity": round(pruned_zeros / max(pruned_total, 1), 4),          # over the prunable weights
+        "sparsity_all_weights": round(all_zeros / max(all_total, 1), 4),    # weight layers incl. exempt ones
+        "sparsity_all_parameters": round(all_zeros / max(parameters, 1), 4),
+        "zero_weights": all_zeros,
+        "layers_pruned": len(prunable),
+        "layer_sparsity": dict(list(per_layer.items())[:LAYERS_IN_NOTES]),
+        "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
+        "exempt_layers": exempt,
+    }

@@ -10,6 +10,7 @@ import numpy as np
 
 from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
+from hub import kit
 from hub.kit import exempt_layers, magnitude_threshold
 from hub.report import compressed_size
 from hub_onnx import CLIP_OPTIONS, PRUNE_OPTIONS
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     import onnx
 
 WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1, 0)}  # which inputs are weights
-LAYERS_IN_NOTES = 40
 
 
 def magnitude_prune(ctx: StepContext) -> Path:
@@ -108,21 +108,6 @@ def sparsity_notes(weights: dict[str, np.ndarray], layers: list[tuple[str, bool]
                    exempt: dict[str, str], model: "onnx.ModelProto") -> dict[str, Any]:
     import math
 
-    def zeros(group: list[tuple[str, bool]]) -> tuple[int, int]:
-        return (sum(int((weights[name] == 0).sum()) for name, _ in group),
-                sum(weights[name].size for name, _ in group))
-
-    pruned_zeros, pruned_total = zeros(prunable)
-    all_zeros, all_total = zeros(layers)
+    layer_zeros = {name: (int((weights[name] == 0).sum()), weights[name].size) for name, _ in layers}
     parameters = sum(math.prod(t.dims) for t in model.graph.initializer)
-    per_layer = {name: round(float((weights[name] == 0).mean()), 4) for name, _ in layers}
-    return {
-        "sparsity": round(pruned_zeros / max(pruned_total, 1), 4),
-        "sparsity_all_weights": round(all_zeros / max(all_total, 1), 4),
-        "sparsity_all_parameters": round(all_zeros / max(parameters, 1), 4),
-        "zero_weights": all_zeros,
-        "layers_pruned": len(prunable),
-        "layer_sparsity": dict(list(per_layer.items())[:LAYERS_IN_NOTES]),
-        "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
-        "exempt_layers": exempt,
-    }
+    return kit.sparsity_notes(layer_zeros, {name for name, _ in prunable}, exempt, parameters)
