@@ -327,13 +327,15 @@ def _require_target_backend(catalog: Catalog, target: Target, installed: bool) -
     model could not be proven."""
     backend = catalog.backends.get(target.backend)
     if backend is None:
-        broken = catalog.broken_owner(target.backend) or next(iter(catalog.broken), None)
+        broken = catalog.broken_owner(target.backend)
         if broken:
-            raise PluginError(f"target {target.name!r} runs on backend {target.backend!r}, which no working plugin "
-                              f"provides; plugin {broken.name!r} is broken: {broken.error}")
+            raise PluginError(f"target {target.name!r} runs on backend {target.backend!r}, which comes from plugin "
+                              f"{broken.name!r}, which is broken: {broken.error}")
+        unknown = [record.name for record in catalog.broken if not record.backends]
         raise UsageError(f"target {target.name!r} (from {catalog.owner.get(target.name, '?')}) runs on backend "
                          f"{target.backend!r}, which no installed plugin provides; backends: "
-                         f"{', '.join(sorted(catalog.backends))}")
+                         f"{', '.join(sorted(catalog.backends))}"
+                         + (f" (plugins that failed to load: {', '.join(unknown)})" if unknown else ""))
     missing = missing_for(backend, catalog) if installed else []
     if missing:
         raise MissingDependencyError(f"target {target.name!r} is verified on the {backend.name} backend, which "

@@ -52,6 +52,7 @@ BROKEN_PLUGINS = {
         'requires=Requirement.of(format="onnx"))]\n',
         "target 'tpu-x' runs on backend 'tpu-runtime', which no plugin declares"),
 }
+WORKING = ("torch", "onnx", "onnxruntime", "tensorflow", "litert", "linear")  # plugins that load beside them
 
 
 def write_plugins(folder: Path, plugins: dict[str, str]) -> None:
@@ -90,7 +91,7 @@ def test_each_broken_plugin_is_marked_with_its_reason_and_the_rest_loads(broken_
     records = {record.name: record for record in broken_catalog.plugins}
     for name, (_, reason) in BROKEN_PLUGINS.items():
         assert records[name].error is not None and reason in records[name].error, (name, records[name].error)
-    assert not [r.name for r in broken_catalog.plugins if r.error and not r.name.startswith("hub_")]
+    assert not [r.name for r in broken_catalog.plugins if r.error and r.name in WORKING]
     assert broken_catalog.owner["onnx"] == "onnx" and "to-x" not in broken_catalog.steps
     assert "tpu-x" not in broken_catalog.targets and "cpu-int8" in broken_catalog.targets
 
@@ -100,10 +101,11 @@ def test_hub_plugins_exits_0_and_lists_broken_plugins(tmp_path):
     listed = hub_command("plugins", "--json", plugins=tmp_path / "plugins", names=",".join(BROKEN_PLUGINS))
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
-    assert {name for name, row in rows.items() if row["error"]} == set(BROKEN_PLUGINS)
+    assert {name for name, row in rows.items() if row["error"]} >= set(BROKEN_PLUGINS)  # others may be installed
+    assert not [name for name in WORKING if rows[name]["error"]]
     assert rows["hub_misspelt_state"]["converters"] == ["to-x"]  # what it declared, kept for the listing
     text = hub_command("plugins", plugins=tmp_path / "plugins", names=",".join(BROKEN_PLUGINS))
-    assert text.returncode == 0 and text.stdout.count("broken") == len(BROKEN_PLUGINS)
+    assert text.returncode == 0 and text.stdout.count("broken") >= len(BROKEN_PLUGINS)
 
 
 def test_a_conversion_needing_a_broken_plugin_exits_6_naming_it_and_others_work(tmp_path):
