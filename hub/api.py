@@ -1,7 +1,6 @@
 """The Python API that deployment scripts import: convert(), plan(), inspect()."""
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import os
 import shutil
 import tempfile
@@ -10,16 +9,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hub.cache import StepCache, digest_path, distribution_versions, step_key
-from hub.declarations import Target, Tolerance
+from hub.contract import ContractError, check_declarations
+from hub.declarations import Step, Target, Tolerance
 from hub.distributions import output_distributions
 from hub.environments import python_for
 from hub.html_report import render_html
-from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRouteError, StepFailedError,
+from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRouteError, PluginError, StepFailedError,
                         UnknownTargetError, UnsupportedModelError, UsageError)
 from hub.platforms import PlatformCheck, check_on_platform
 from hub.inputs import (SampleSet, load_samples, merge_specs, parse_input_flag, random_samples,
                         with_sample_shapes)
-from hub.planner import Route, explain_no_route, plan_routes, weights_for
+from hub.planner import Route, available_steps, enumerate_routes, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, install_hint, load_catalog, missing_for
 from hub.report import Report, RouteFailure, StepRecord
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
@@ -61,6 +61,10 @@ class ConversionResult:
 def find_target(catalog: Catalog, name: str, keep_layout: bool = False) -> Target:
     """The named target; with keep_layout, only states whose inputs and outputs keep the source's layout."""
     if name not in catalog.targets:
+        broken = catalog.broken_owner(name)
+        if broken:
+            raise PluginError(f"target {name!r} comes from plugin {broken.name!r}, which is broken: {broken.error}; "
+                              "fix or uninstall it (`hub plugins` lists it)")
         raise UnknownTargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(catalog.targets))} "
                                  "(`hub targets` lists them)")
     target = catalog.targets[name]
@@ -71,8 +75,51 @@ def find_target(catalog: Catalog, name: str, keep_layout: bool = False) -> Targe
 
 def constrained_target(catalog: Catalog, name: str, keep_layout: bool, compress: Iterable[str]) -> ConstrainedTarget:
     """The target narrowed by --keep-layout and the compression requests (`prune:0.5`, `int4-weights`, ...)."""
-    requests = [CompressionRequest.parse(text) for text in compress]
-    return apply_requests(find_target(catalog, name, keep_layout), requests)
+    requests = [CompressionRequest.parse(text, catalog) for text in compress]
+    return apply_requests(find_target(catalog, name, keep_layout), requests, catalog)
+
+
+def no_route_error(catalog: Catalog, source: Source, target: Target) -> PluginError | NoRouteError:
+    """Why there is no route: a PluginError naming the broken plugins whose steps a route would need, else a
+    NoRouteError with what is reachable and what would connect it."""
+    broken_steps = [step for record in catalog.broken for step in record.steps if _sound(step)]
+    if broken_steps:
+        for route in enumerate_routes(catalog, available_steps(catalog) + broken_steps, source.state, target,
+                                      source.bytes / 1e6, weights_for("balanced")):
+            needed = {record.name: record.error for record in map(catalog.broken_owner, route.names) if record}
+            if needed:
+                return PluginError(f"the route to {target.name} needs broken plugin(s): " + "; ".join(
+                    f"{name} ({error})" for name, error in needed.items()) + ": fix or uninstall them")
+            break
+    message = explain_no_route(catalog, source.state, target, source.bytes)
+    unknown = [record for record in catalog.broken if not record.steps]
+    if unknown:
+        message += "; plugin(s) that failed to load, which might have offered a step: " + ", ".join(
+            f"{record.name} ({record.error})" for record in unknown)
+    return NoRouteError(message)
+
+
+def _sound(step: Step) -> bool:
+    try:
+        check_declarations((), (step,), (), (), ())
+    except ContractError:
+        return False
+    return True
+
+
+def check_step_options(catalog: Catalog, step_options: dict[str, dict]) -> dict[str, dict]:
+    """The user's options per step name, checked against what each step declares ("*": options for every step
+    and backend, such as the model's trust flags, is passed as given)."""
+    checked = {}
+    for name, options in step_options.items():
+        if name == "*":
+            checked[name] = dict(options)
+        elif name in catalog.steps:
+            checked[name] = catalog.steps[name].check_options(options)
+        else:
+            raise UsageError(f"step_options names no installed step {name!r}; steps: "
+                             f"{', '.join(sorted(catalog.steps))}")
+    return checked
 
 
 def _source_path(catalog: Catalog, model: Any, example_inputs: Any, scratch: Path) -> Path:
@@ -103,7 +150,7 @@ def plan(model: Any, to: str, *, alternatives: int = 0, prefer: str = "balanced"
         _check_trust(source, trust_pickle)
         routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=1 + alternatives)
         if not routes:
-            raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
+            raise no_route_error(catalog, source, target)
         return PlanResult(source, target, routes, prefer)
 
 
@@ -186,6 +233,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
     catalog = load_catalog()
     constrained = constrained_target(catalog, to, keep_layout, compress)
     target = constrained.target
+    options = check_step_options(catalog, step_options or {})
     user_specs = [s if isinstance(s, TensorSpec) else parse_input_flag(s) for s in inputs]
     workspace = Path(tempfile.mkdtemp(prefix="hub-run-"))
     try:
@@ -194,7 +242,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         # more candidates than attempts: routes that repeat a step which already failed are skipped
         routes = plan_routes(catalog, source.state, target, source.bytes, prefer, count=max_routes * 4)
         if not routes:
-            raise NoRouteError(explain_no_route(catalog, source.state, target, source.bytes))
+            raise no_route_error(catalog, source, target)
         cache = StepCache(Path(cache_dir) if cache_dir else None, use_cache)
         model_options = {"trust_pickle": trust_pickle, "model_factory": model_factory, "trust_code": trust_code,
                          "custom_objects": list(custom_objects)}
@@ -212,9 +260,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
                                    "costs accuracy; pass real samples")
         if dry_run:
             return ConversionResult(None, report)
-        if verify:
-            _require_target_backend(catalog, target)
-        options = dict(step_options or {})
+        _require_target_backend(catalog, target, installed=verify)
         options.setdefault("*", {}).update(model_options)
         settings = RunSettings(_tolerance(target, tolerance), verify, step_timeout, threads, step_options=options,
                                memory_limit_mb=memory_limit_mb, trait_options=constrained.trait_options,
@@ -351,10 +397,21 @@ def verify_on(model: str | Path, platform: str, *, calibration: str | Path | Non
                                  min(samples.count, 32), threads)
 
 
-def _require_target_backend(catalog: Catalog, target: Target) -> None:
-    """The target's own backend must run here, or the delivered model could not be proven."""
+def _require_target_backend(catalog: Catalog, target: Target, installed: bool) -> None:
+    """The target's own backend must be declared by a working plugin and (installed) run here, or the delivered
+    model could not be proven."""
     backend = catalog.backends.get(target.backend)
-    missing = missing_for(backend, catalog) if backend else []
+    if backend is None:
+        broken = catalog.broken_owner(target.backend)
+        if broken:
+            raise PluginError(f"target {target.name!r} runs on backend {target.backend!r}, which comes from plugin "
+                              f"{broken.name!r}, which is broken: {broken.error}")
+        unknown = [record.name for record in catalog.broken if not record.backends]
+        raise UsageError(f"target {target.name!r} (from {catalog.owner.get(target.name, '?')}) runs on backend "
+                         f"{target.backend!r}, which no installed plugin provides; backends: "
+                         f"{', '.join(sorted(catalog.backends))}"
+                         + (f" (plugins that failed to load: {', '.join(unknown)})" if unknown else ""))
+    missing = missing_for(backend, catalog) if installed else []
     if missing:
         raise MissingDependencyError(f"target {target.name!r} is verified on the {backend.name} backend, which "
                                      f"needs {', '.join(missing)}: {install_hint(backend.extra, missing)}")
@@ -365,10 +422,3 @@ def _output_name(source: Path, target: str, artifact: Path) -> str:
     suffix = "" if artifact.is_dir() else artifact.suffix
     stem = source.name.split(".")[0]
     return f"{stem}{suffix}" if suffix == f".{target}" else f"{stem}.{target}{suffix}"
-
-
-def hub_version() -> str:
-    try:
-        return metadata.version("conversion-hub")
-    except metadata.PackageNotFoundError:
-        return "unknown"

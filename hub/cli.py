@@ -74,9 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     environments.add_argument("action", choices=["create", "list"])
     environments.add_argument("name", nargs="?", help="an environment or platform name (see `hub env list`)")
 
-    commands.add_parser("targets", help="list targets, their backend, and whether they are usable here")
+    targets = commands.add_parser("targets", help="list targets, their backend, and whether they are usable here")
+    _registry(targets)
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
     plugins.add_argument("--json", action="store_true", help="print as JSON")
+    plugins.add_argument("--verbose", "-v", action="store_true",
+                         help="also list each step's options (type, default, meaning) and the compression requests")
+    _registry(plugins)
     inspect = commands.add_parser("inspect", help="detect a model's format and describe its inputs and outputs")
     inspect.add_argument("model")
     inspect.add_argument("--trust-pickle", action="store_true", help="allow loading pickles (runs their code)")
@@ -115,15 +119,29 @@ def _model_and_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill", metavar="SAMPLES",
                         help="recover a pruned model by distilling from the source on these unlabelled samples")
     parser.add_argument("--compress", action="append", default=[], metavar="LIST",
-                        help="comma-separated requests: prune:F, prune-channels:F, clip:T, int4-weights, fp16")
+                        help="comma-separated requests NAME[:VALUE], e.g. prune:0.5,int8 (`hub plugins --verbose` "
+                             "lists what the installed plugins offer)")
     parser.add_argument("--keep-layout", action="store_true",
                         help="keep the source's input/output layout (e.g. NCHW) where a converter would move to NHWC")
+    _registry(parser)
+
+
+def _registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", action="append", default=[], metavar="FILE",
+                        help="a registry YAML file whose targets add to or replace the shipped ones (repeatable; "
+                             "also $HUB_REGISTRY)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from hub.errors import HubError
 
+    if getattr(args, "registry", None):
+        from hub.plugins import reset_catalog
+        from hub.registry import add_registry_files
+
+        add_registry_files(args.registry)
+        reset_catalog()
     try:
         return COMMANDS[args.command](args)
     except HubError as error:
@@ -259,7 +277,7 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plugins_json(), indent=2))
     else:
-        print_plugins()
+        print_plugins(verbose=args.verbose)
     return 0
 
 

@@ -41,8 +41,91 @@ class Format:
     environment: str | None = None
 
 
+# The option the hub fills for a step with wants_later_precisions: the precisions its route goes on to.
 LATER_PRECISIONS = "later_precisions"
-MAX_SECONDS = "max_seconds"
+OPTION_TYPES = (bool, int, float, str, list)
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a step, declared once: its name, type, default and meaning.
+
+    type: bool, int, float, str or list. default: a value of that type, or None for "unset".
+    path: the value names a file whose content (not its name) decides the step's output: it is hashed into the
+        step's cache key, and a value given on the command line is made absolute and must exist.
+    between: for numbers, the open interval (low, high) a value must lie in (e.g. a fraction: (0, 1)).
+    """
+
+    name: str
+    type: type
+    default: Any = None
+    doc: str = ""
+    path: bool = False
+    between: tuple[float, float] | None = None
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """The value as this option's type (strings from the command line are parsed); UsageError otherwise.
+        where: what the value belongs to, for the message (e.g. "torch-magnitude-prune")."""
+        from hub.errors import UsageError
+
+        if value is None:
+            return None
+        try:
+            converted = self._converted(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: option {self.name} takes a {self.type.__name__} ({self.doc}), not "
+                             f"{value!r}") from None
+        if self.between is not None and not self.between[0] < converted < self.between[1]:
+            raise UsageError(f"{where}: {self.name}={value}: must be between {self.between[0]:g} and "
+                             f"{self.between[1]:g}")
+        if self.path:
+            resolved = Path(converted).resolve()  # workers run in their own folder: they need an absolute path
+            if not resolved.exists():
+                raise UsageError(f"{where}: {self.name}={value}: no such file ({self.doc})")
+            converted = str(resolved)
+        return converted
+
+    def _converted(self, value: Any) -> Any:
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                return value.lower() in _TRUE
+            raise ValueError(value)
+        if self.type is list:
+            if isinstance(value, (list, tuple)):
+                return list(value)
+            if isinstance(value, str):
+                return [item for item in value.split(",") if item]
+            raise ValueError(value)
+        if isinstance(value, bool) or (self.type is str and not isinstance(value, str)):
+            raise TypeError(value)
+        if self.type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return self.type(value)
+
+
+def defaults_of(options: tuple[Option, ...]) -> dict[str, Any]:
+    """Each option's default by name: what a run function falls back on when called directly."""
+    return {o.name: o.default for o in options}
+
+
+@dataclass(frozen=True)
+class Request:
+    """A compression users ask for by name: `--compress NAME[:VALUE]` (or compress=["NAME:VALUE"] in the API).
+
+    It becomes a constraint on the final state: attribute "traits" with the trait that must be present, or
+    "precision" with the precision required. option: for a traits request, the option of the step that adds
+    the trait which VALUE sets (it must be one of that step's options; None: the request takes no value).
+    Several steps may declare the same request (pruning in torch and on ONNX): the planner picks where it runs.
+    """
+
+    name: str
+    attribute: str
+    value: str
+    option: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,11 +144,15 @@ class Step:
         bound. An explicit --min-cosine from the user wins.
     environment: the name of a hub-managed Environment whose interpreter runs the step (None: the hub's own);
         then `requires` is not checked against the hub's environment (the Environment's requirements hold).
-    options: the defaults of the step's options. A step that declares the option LATER_PRECISIONS receives there
-        the precisions of the states its route goes on to (e.g. ["fp32", "int8"]): a training step can prepare
-        for a later quantization. Its cached output is then kept per route; other steps' do not depend on it.
-        A step whose options include MAX_SECONDS (its own bound on its wall time, e.g. a training budget) gets a
-        worker timeout long enough for that budget, even beyond `timeout`.
+    options: the step's options (see Option); its run function gets every one of them in ctx.options, the
+        default unless the target, a request or the user set it. A user's option the step does not declare is
+        refused with the list of those it does.
+    satisfies: the compression request(s) this step meets (see Request), so that `--compress NAME` reaches it.
+    wants_later_precisions: the step receives, as option LATER_PRECISIONS, the precisions of the states its
+        route goes on to (e.g. ["fp32", "int8"]): a training step can prepare for a later quantization. Its
+        cached output is then kept per route; other steps' do not depend on the route.
+    time_budget_option: the name of one of its options that bounds the step's own wall time in seconds (a
+        training budget): its worker's timeout grows to fit that bound, even beyond `timeout`.
     ladder: option overrides the runner tries in order, cheapest first, when the step's output fails
         verification (other calibration methods, sensitive layers kept in higher precision, ...): the first rung
         whose output meets the tolerance wins, and the report lists every rung tried with its fidelity. A model
@@ -82,16 +169,54 @@ class Step:
     fidelity_loss: float = 0.0
     size_ratio: float = 1.0
     needs_calibration: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: tuple[Option, ...] = ()
     requires: tuple[str, ...] = ()
     extra: str | None = None
     timeout: float | None = None
     min_cosine: float | None = None
     environment: str | None = None
+    satisfies: tuple[Request, ...] = ()
+    wants_later_precisions: bool = False
+    time_budget_option: str | None = None
     ladder: tuple[Mapping[str, Any], ...] = ()
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def defaults(self) -> dict[str, Any]:
+        """Every declared option with its default value."""
+        return defaults_of(self.options)
+
+    def path_options(self) -> set[str]:
+        """The options naming files whose content, not name, decides the output."""
+        return {o.name for o in self.options if o.path}
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The user's options for this step, each converted to its declared type; an option the step does not
+        declare is a UsageError listing the ones it does."""
+        from hub.errors import UsageError
+
+        checked = {}
+        for name, value in options.items():
+            declared = self.option(name)
+            if declared is None:
+                known = ", ".join(o.name for o in self.options) or "none"
+                raise UsageError(f"step {self.name} has no option {name!r}; its options: {known} "
+                                 "(`hub plugins --verbose` describes them)")
+            checked[name] = declared.coerce(value, self.name)
+        return checked
 
     def result_state(self, state: ModelState) -> ModelState:
         return state.changed(self.produces)
+
+    def produced(self, attribute: str) -> set[str]:
+        """The values this step gives a state attribute (for traits: the traits it adds)."""
+        value = self.produces.get(attribute)
+        if value is None:
+            return set()
+        if attribute == "traits":
+            return {t.strip().lstrip("+") for t in value.split(",") if t.strip()}
+        return {value}
 
 
 @dataclass(frozen=True)

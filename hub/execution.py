@@ -8,14 +8,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from hub.cache import StepCache, code_digest, copy_artifact, digest_path, distribution_versions, step_key
-from hub.declarations import LATER_PRECISIONS, MAX_SECONDS, Step, Target
+from hub.declarations import LATER_PRECISIONS, Step, Target
 from hub.errors import StepFailedError
 from hub.planner import PlannedStep
 from hub.plugins import Catalog
 from hub.states import TensorSpec
 from hub.verification import Workspace, to_layout
 
-PATH_OPTIONS = ("samples",)  # options naming files whose content, not name, decides a step's output
 SELF_BOUND_MARGIN = 1.25
 
 
@@ -39,20 +38,20 @@ class StepExecutor:
 
     def options(self, planned: PlannedStep, later_precisions: tuple[str, ...] = ()) -> dict[str, Any]:
         """Defaults, then the target's, the requested traits', the user's for this step and for every step."""
-        options = {**planned.step.options, **self.target.options}
+        options = {**planned.step.defaults(), **self.target.options}
         for trait in set(planned.result.traits) - set(planned.source.traits):
             options.update(self.trait_options.get(trait, {}))
         options.update(self.step_options.get(planned.name, {}))
         options.update(self.step_options.get("*", {}))
         options["source_path"] = str(self.source_path)  # a teacher for distillation, a reference for others
-        if LATER_PRECISIONS in planned.step.options:  # only there: other steps' cache keys stay route-independent
+        if planned.step.wants_later_precisions:  # only there: other steps' cache keys stay route-independent
             options[LATER_PRECISIONS] = sorted(set(later_precisions))
         return options
 
     def key(self, planned: PlannedStep, artifact: Path, options: dict) -> str:
         record = next((p for p in self.catalog.plugins if p.name == planned.plugin), None)
         keyed = {k: v for k, v in options.items() if k != "source_path"}
-        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in PATH_OPTIONS and v}
+        files = {k: digest_path(Path(v)) for k, v in keyed.items() if k in planned.step.path_options() and v}
         return step_key(
             input=digest_path(artifact), step=planned.name, produces=dict(planned.step.produces),
             options=keyed, files=files, inputs=[s.to_json() for s in self.inputs],
@@ -108,10 +107,11 @@ class StepExecutor:
 
 
 def worker_timeout(step: Step, options: dict, default: float) -> float:
-    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (MAX_SECONDS)
-    to that bound plus a margin for its loading and saving: a user who gives a training step an hour must not see
-    it killed at the declared half hour."""
+    """The step's declared timeout (or `default`), raised for a step that bounds its own wall time (its
+    time_budget_option) to that bound plus a margin for its loading and saving: a user who gives a training step
+    an hour must not see it killed at the declared half hour."""
     declared = step.timeout or default
-    if options.get(MAX_SECONDS) is None:
+    budget = options.get(step.time_budget_option) if step.time_budget_option else None
+    if budget is None:
         return declared
-    return max(declared, float(options[MAX_SECONDS]) * SELF_BOUND_MARGIN + 60.0)
+    return max(declared, float(budget) * SELF_BOUND_MARGIN + 60.0)

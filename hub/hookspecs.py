@@ -5,8 +5,9 @@ registered through an entry point in group "hub":
     my_plugin = "my_package.hub_plugin"
 
 Every hook is called on every plugin and the lists are concatenated (none is firstresult). A hook returns
-declarations only (see hub.declarations): cheap data, no framework import. A hook implementation whose name
-matches no spec here fails plugin loading loudly.
+declarations only (see hub.declarations): cheap data, no framework import. Each declaration is checked when the
+plugin loads (hub.contract); a plugin whose hook name matches no spec here, whose hook raises, or whose
+declaration breaks the contract is marked broken with the reason (`hub plugins` shows it) and skipped.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def hub_formats() -> list[Format]:
     """Model file formats this plugin can detect and describe.
 
-    Called once when plugins load. Format names are global: two plugins declaring the same name is an error.
+    Called once when plugins load. Format names are global: a plugin declaring a name another plugin declared
+    first is marked broken.
     """
 
 
@@ -33,7 +35,8 @@ def hub_converters() -> list[Step]:
     """Steps that change a model's format (e.g. torch-export -> onnx).
 
     Called once when plugins load. Each step becomes an edge of the planner's graph from every state its
-    `accepts` matches.
+    `accepts` matches. Its options (Option), the compression requests it satisfies (Request) and the state
+    attributes it produces are checked then.
     """
 
 
@@ -59,5 +62,5 @@ def hub_targets() -> list[Target]:
 def hub_environments() -> list[Environment]:
     """Separate Python environments this plugin's steps, backends or formats run in (see Environment).
 
-    Environment names are global: two plugins declaring the same name is an error.
+    Environment names are global, like format names.
     """

@@ -13,11 +13,10 @@ from hub.declarations import Backend
 from hub.errors import MissingDependencyError, UsageError
 from hub.environments import python_for
 from hub.plugins import Catalog, missing_for
-from hub.states import ModelState
+from hub.states import EXACT_PRECISIONS, ModelState
 from hub.worker import call_worker, load_outputs, resolve
 
 FLOAT_RTOL, FLOAT_ATOL = 1e-4, 1e-5
-INTEGER_PRECISIONS = ("int8",)
 LATENCY_REPEATS = 10
 
 
@@ -76,8 +75,12 @@ def _run(catalog: Catalog, backend: Backend, model: Path, samples_path: Path, th
 def _first_mismatch(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
                     exact: bool) -> tuple[str | None, float]:
     first, max_abs = None, 0.0
-    for sample, (ref_outputs, cand_outputs) in enumerate(zip(reference, candidate)):
-        for output, (ref, cand) in enumerate(zip(ref_outputs, cand_outputs)):
+    if len(reference) != len(candidate):
+        return f"{len(candidate)} output sets on the platform for {len(reference)} samples", max_abs
+    for sample, (ref_outputs, cand_outputs) in enumerate(zip(reference, candidate, strict=True)):
+        if len(ref_outputs) != len(cand_outputs):
+            return f"sample {sample}: {len(cand_outputs)} outputs on the platform, {len(ref_outputs)} locally", max_abs
+        for output, (ref, cand) in enumerate(zip(ref_outputs, cand_outputs, strict=True)):
             difference = np.abs(ref.astype(np.float64) - cand.astype(np.float64).reshape(ref.shape))
             max_abs = max(max_abs, float(difference.max()) if difference.size else 0.0)
             equal = np.array_equal(ref, cand.reshape(ref.shape)) if exact else np.allclose(
@@ -90,8 +93,8 @@ def _first_mismatch(reference: list[list[np.ndarray]], candidate: list[list[np.n
 
 
 def check_on_platform(catalog: Catalog, platform: str, model: Path, state: ModelState, reference_backend: Backend,
-                      samples_path: Path, sample_count: int, threads: int = 2, timeout: float = 3600,
-                      progress: object = None) -> PlatformCheck:
+                      samples_path: Path, sample_count: int, threads: int = 2, timeout: float = 3600
+                      ) -> PlatformCheck:
     """Run `model` locally and on `platform` with the same samples and compare the outputs."""
     backend = platform_backend(catalog, platform, state.format)
     runtime = prepare(backend)
@@ -104,9 +107,7 @@ def check_on_platform(catalog: Catalog, platform: str, model: Path, state: Model
                                                 "samples_path": str(samples_path), "threads": threads,
                                                 "repeats": LATENCY_REPEATS}, timeout=timeout,
                                      python=python_for(catalog, backend.environment))
-    exact = state.precision in INTEGER_PRECISIONS
+    exact = state.precision in EXACT_PRECISIONS
     first, max_abs = _first_mismatch(reference, candidate, exact)
-    if len(reference) != len(candidate):
-        first = f"{len(candidate)} output sets on the platform for {len(reference)} samples"
     return PlatformCheck(platform, backend.name, reference_backend.name, exact, first is None, max_abs, first,
                          len(reference), per_inference, runtime)

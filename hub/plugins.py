@@ -15,8 +15,8 @@ import pluggy
 from packaging.requirements import InvalidRequirement, Requirement as PackageRequirement
 
 from hub import hookspecs
-from hub.declarations import Backend, Environment, Format, Step, Target
-from hub.errors import PluginError
+from hub.contract import ContractError, check_declarations, request_conflict
+from hub.declarations import Backend, Environment, Format, Option, Request, Step, Target
 
 ENTRY_POINT_GROUP = "hub"
 OWN_DISTRIBUTION = "conversion-hub"
@@ -37,6 +37,15 @@ class PluginRecord:
     targets: list[Target] = field(default_factory=list)
     environments: list[Environment] = field(default_factory=list)
 
+    @property
+    def steps(self) -> list[Step]:
+        return self.converters + self.compressors
+
+    def declares(self, name: str) -> bool:
+        """Whether this plugin declared a format, step, backend, target or environment of that name."""
+        return any(item.name == name for items in (self.formats, self.steps, self.backends, self.targets,
+                                                     self.environments) for item in items)
+
 
 @dataclass
 class Catalog:
@@ -49,12 +58,29 @@ class Catalog:
     targets: dict[str, Target]
     owner: dict[str, str]  # declaration name -> plugin name
     environments: dict[str, Environment] = field(default_factory=dict)
+    requests: dict[str, Request] = field(default_factory=dict)  # what `--compress NAME` can ask for
 
     def step_kind(self, name: str) -> str:
         for record in self.plugins:
             if any(s.name == name for s in record.compressors):
                 return "compressor"
         return "converter"
+
+    @property
+    def broken(self) -> list[PluginRecord]:
+        return [record for record in self.plugins if record.error]
+
+    def broken_owner(self, name: str) -> PluginRecord | None:
+        """The broken plugin that declared `name` (as far as it got), if any."""
+        return next((record for record in self.broken if record.declares(name)), None)
+
+    def request_option(self, request: str) -> Option | None:
+        """The option a request's value sets, as the first step satisfying it declares it."""
+        for step in self.steps.values():
+            for satisfied in step.satisfies:
+                if satisfied.name == request and satisfied.option:
+                    return step.option(satisfied.option)
+        return None
 
 
 def missing_requirements(requires: tuple[str, ...]) -> list[str]:
@@ -128,36 +154,73 @@ def _collect(manager: pluggy.PluginManager, module: ModuleType, record: PluginRe
             getattr(record, attribute).extend(declared or [])
 
 
-def _index(records: list[PluginRecord], targets_from_registry: list[Target]) -> Catalog:
-    catalog = Catalog(records, {}, {}, {}, {t.name: t for t in targets_from_registry},
-                      {t.name: "registry.yaml" for t in targets_from_registry})
+def _check(record: PluginRecord, backend_names: set[str]) -> None:
+    """Mark the record broken with the first declaration that breaks the contract."""
+    try:
+        check_declarations(record.formats, record.steps, record.backends, record.targets, record.environments)
+        for target in record.targets:
+            if target.backend not in backend_names:
+                raise ContractError(f"target {target.name!r} runs on backend {target.backend!r}, which no plugin "
+                                    "declares")
+    except ContractError as error:
+        record.error = f"invalid declaration: {error}"
+
+
+def _clash(record: PluginRecord, catalog: Catalog) -> str | None:
+    """Why the record cannot join the catalog beside the plugins indexed before it (None when it can)."""
+    for kind, items, table in [
+        ("format", record.formats, catalog.formats),
+        ("step", record.steps, catalog.steps),
+        ("backend", record.backends, catalog.backends),
+        ("environment", record.environments, catalog.environments),
+    ]:
+        for item in items:
+            if item.name in table:
+                return (f"declares the {kind} {item.name!r}, which plugin {catalog.owner[item.name]!r} declared "
+                        "first; uninstall one of them")
+    for step in record.steps:
+        for request in step.satisfies:
+            known = catalog.requests.get(request.name)
+            conflict = request_conflict(known, request) if known else None
+            if conflict:
+                return conflict
+            known_option = catalog.request_option(request.name) if known else None
+            option = step.option(request.option) if request.option else None
+            if known_option and option and known_option.type is not option.type:
+                return (f"request {request.name!r} sets {request.option} as a {option.type.__name__} here but as "
+                        f"a {known_option.type.__name__} elsewhere")
+    return None
+
+
+def _index(records: list[PluginRecord], shipped: list[Target], user: list[tuple[Target, str]]) -> Catalog:
+    """Index the working plugins' declarations: shipped registry targets, then plugins' (which replace them by
+    name), then the user's registry files (which replace both)."""
+    catalog = Catalog(records, {}, {}, {}, {t.name: t for t in shipped}, {t.name: "registry.yaml" for t in shipped})
     for record in records:
         if record.error:
             continue
-        for kind, items, table in [
-            ("format", record.formats, catalog.formats),
-            ("step", record.converters + record.compressors, catalog.steps),
-            ("backend", record.backends, catalog.backends),
-            ("environment", record.environments, catalog.environments),
-        ]:
+        record.error = _clash(record, catalog)
+        if record.error:
+            continue
+        for items, table in [(record.formats, catalog.formats), (record.steps, catalog.steps),
+                             (record.backends, catalog.backends), (record.environments, catalog.environments),
+                             (record.targets, catalog.targets)]:
             for item in items:
-                if item.name in table:
-                    raise PluginError(
-                        f"plugins {catalog.owner[item.name]!r} and {record.name!r} both declare the {kind} "
-                        f"{item.name!r}; uninstall one of them"
-                    )
                 table[item.name] = item
                 catalog.owner[item.name] = record.name
-        for target in record.targets:
-            catalog.targets[target.name] = target
-            catalog.owner[target.name] = record.name
+        for step in record.steps:
+            for request in step.satisfies:
+                catalog.requests.setdefault(request.name, request)
+    for target, origin in user:
+        catalog.targets[target.name] = target
+        catalog.owner[target.name] = origin
     return catalog
 
 
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """Discover plugins once per process: import each entry point, check hook names, index declarations."""
-    from hub.registry import registry_targets
+    from hub.registry import shipped_targets, user_targets
 
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -178,7 +241,11 @@ def load_catalog() -> Catalog:
             if manager.is_registered(module):
                 manager.unregister(module)
             record.error = f"{type(error).__name__}: {error}"
-    return _index(records, registry_targets())
+    backend_names = {backend.name for record in records for backend in record.backends}
+    for record in records:
+        if not record.error:
+            _check(record, backend_names)
+    return _index(records, shipped_targets(), user_targets())
 
 
 def reset_catalog() -> None:

@@ -159,8 +159,10 @@ def print_targets() -> None:
     for name in sorted(catalog.targets):
         target = catalog.targets[name]
         backend = catalog.backends.get(target.backend)
+        broken = catalog.broken_owner(target.backend)
         if backend is None:
-            usable = f"no: no plugin provides backend {target.backend!r}"
+            usable = (f"no: backend {target.backend!r} is from broken plugin {broken.name!r}" if broken
+                      else f"no: no plugin provides backend {target.backend!r}")
         else:
             missing = missing_for(backend, catalog)
             usable = f"no: {install_hint(backend.extra, missing)}" if missing else "yes"
@@ -184,8 +186,8 @@ def plugins_json() -> list[dict]:
     catalog = load_catalog()
     rows = []
     for record in catalog.plugins:
-        declared = record.formats + record.converters + record.compressors + record.backends
-        missing = sorted({m for d in declared for m in missing_for(d, catalog)})
+        declared = record.formats + record.steps + record.backends
+        missing = [] if record.error else sorted({m for d in declared for m in missing_for(d, catalog)})
         extras = sorted({d.extra for d in declared if getattr(d, "extra", None)})
         rows.append({
             "name": record.name, "module": record.module, "origin": record.origin, "error": record.error,
@@ -193,21 +195,47 @@ def plugins_json() -> list[dict]:
             "compressors": [s.name for s in record.compressors], "backends": [b.name for b in record.backends],
             "targets": [t.name for t in record.targets], "missing": missing,
             "install": install_hint(extras[0] if len(extras) == 1 else None, missing) if missing else None,
+            "requests": sorted({r.name for s in record.steps for r in _tuple(s.satisfies)}),
+            "options": {s.name: [_option_json(o) for o in _tuple(s.options)] for s in record.steps},
         })
     return rows
 
 
-def print_plugins() -> None:
+def _tuple(value: Any) -> tuple:
+    return value if isinstance(value, tuple) else ()  # a broken plugin's declaration may hold anything
+
+
+def _option_json(option: Any) -> dict:
+    type_name = getattr(getattr(option, "type", None), "__name__", repr(getattr(option, "type", None)))
+    return {"name": getattr(option, "name", repr(option)), "type": type_name,
+            "default": getattr(option, "default", None), "doc": getattr(option, "doc", ""),
+            "path": getattr(option, "path", False)}
+
+
+def print_plugins(verbose: bool = False) -> None:
     for row in plugins_json():
         status = "[red]broken[/]" if row["error"] else ("[yellow]partly unavailable[/]" if row["missing"] else "ok")
-        stdout.print(f"[bold]{row['name']}[/] ({row['origin']}, {row['module']}): {status}")
-        for kind in ("formats", "converters", "compressors", "backends", "targets"):
+        stdout.print(f"[bold]{row['name']}[/] ({row['origin']}, {row['module']}): {status}", highlight=False)
+        for kind in ("formats", "converters", "compressors", "backends", "targets", "requests"):
             if row[kind]:
-                stdout.print(f"    {kind}: {', '.join(row[kind])}")
+                stdout.print(f"    {kind}: {', '.join(row[kind])}", highlight=False)
         if row["error"]:
-            stdout.print(f"    error: {row['error']}")
+            stdout.print(f"    error: {row['error']}", highlight=False, markup=False)
         if row["missing"]:
-            stdout.print(f"    missing: {', '.join(row['missing'])} -> {row['install']}")
+            stdout.print(f"    missing: {', '.join(row['missing'])} -> {row['install']}", highlight=False)
+        if verbose:
+            for step, options in row["options"].items():
+                for option in options:
+                    path = ", a file" if option["path"] else ""
+                    stdout.print(f"    {step} {option['name']} ({option['type']}{path}, default "
+                                 f"{option['default']!r}): {option['doc']}", highlight=False, markup=False)
+    if verbose:
+        catalog = load_catalog()
+        stdout.print("[bold]compression requests[/] (--compress NAME[:VALUE]):")
+        for name, request in sorted(catalog.requests.items()):
+            value = f":{request.option.upper()}" if request.option else ""
+            stdout.print(f"    {name}{value}: {request.attribute} {request.value}; {request.description}",
+                         highlight=False, markup=False)
 
 
 def print_inspection(source: Any, info: Any) -> None:

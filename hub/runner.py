@@ -89,7 +89,7 @@ class RouteRunner:
                  later_precisions: tuple[str, ...] = ()) -> tuple[StepRecord, Path]:
         """Run one step (or reuse its cached output) and verify it; when its output drifts beyond the tolerance,
         climb the step's ladder (see Step.ladder) until a rung passes. later_precisions: the precisions of the
-        states the route goes on to after this step, for a step that declares the option LATER_PRECISIONS."""
+        states the route goes on to after this step, for a step with wants_later_precisions."""
         tolerance = tolerance or self.settings.tolerance
         self.progress.step_started(planned)
         record, output = self._attempt(planned, artifact, later_precisions, None)

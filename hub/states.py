@@ -6,6 +6,10 @@ from typing import Iterable, Mapping
 
 
 CHANNELS_LAST_RANKS = (3, 4, 5)  # NCW, NCHW, NCDHW: the tensors layout "nhwc" moves channels last for
+# The precisions of the vocabulary below whose arithmetic is integer only: the same model computes the same bytes
+# on any platform (`--check-on` compares byte for byte). Any other precision, a plugin's own included, is compared
+# within a tolerance.
+EXACT_PRECISIONS = frozenset({"int8"})
 
 
 @dataclass(frozen=True, order=True)
@@ -13,7 +17,8 @@ class ModelState:
     """A point in the space the planner searches.
 
     format: the file format ("onnx", "torch-export", ...).
-    precision: "fp32", "fp16", "int8" (static, weights and activations) or "int8-dynamic" (weights only).
+    precision: "fp32", "fp16", "int8" (static, weights and activations), "int8-dynamic" (int8 weights, activations
+        quantized at run time), "int4" (4-bit weights, float activations), or a plugin's own.
     graph: "raw" as a framework exported it, "optimized" after a clean-up pass.
     layout: "source" when inputs and outputs keep the source's layout; "nhwc" when a converter moved 3-D, 4-D
         and 5-D inputs and outputs from channels-first to channels-last (verification transposes for it).

@@ -104,9 +104,10 @@ def test_full_integer_tflite_arm_gives_byte_identical_outputs_on_arm64(arm64_pla
     assert converted["tflite-arm:state"].startswith("tflite/int8")
     x86, arm, seconds = run_both(model, heldout_feeds)
     assert len(arm) == len(x86) == 32
-    assert all(len(a) == len(b) == 1 for a, b in zip(x86, arm))
-    assert all(a.dtype == b.dtype == np.float32 for xs, arms in zip(x86, arm) for a, b in zip(xs, arms))
-    assert all(np.array_equal(a, b) for xs, arms in zip(x86, arm) for a, b in zip(xs, arms))
+    assert all(len(a) == len(b) == 1 for a, b in zip(x86, arm, strict=True))
+    pairs = [(a, b) for xs, arms in zip(x86, arm, strict=True) for a, b in zip(xs, arms, strict=True)]
+    assert all(a.dtype == b.dtype == np.float32 for a, b in pairs)
+    assert all(np.array_equal(a, b) for a, b in pairs)
     emulated_ms = latency(model, feeds(heldout_feeds[:1], input_shape(model))[0], 2, 20)
     print(f"\ntflite-arm on arm64 ({arm64_platform['cpu']}): 32 samples in {seconds:.2f} s with the emulator's "
           f"start; {emulated_ms:.3f} ms per inference emulated")
@@ -116,7 +117,8 @@ def test_full_integer_tflite_arm_gives_byte_identical_outputs_on_arm64(arm64_pla
 def test_float_tflite_agrees_on_arm64_within_rounding(arm64_platform, converted, heldout_feeds):
     assert converted["tflite:state"].startswith("tflite/fp32")
     x86, arm, _ = run_both(converted["tflite"], heldout_feeds)
-    max_abs = max(float(np.abs(a - b).max()) for xs, arms in zip(x86, arm) for a, b in zip(xs, arms))
+    pairs = [(a, b) for xs, arms in zip(x86, arm, strict=True) for a, b in zip(xs, arms, strict=True)]
+    max_abs = max(float(np.abs(a - b).max()) for a, b in pairs)
     print(f"\nfloat tflite x86 vs arm64: max-abs {max_abs:.3g}")
     assert max_abs < 1e-5
 

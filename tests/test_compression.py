@@ -168,9 +168,9 @@ def test_int8_weight_rounding_is_per_output_channel_and_straight_through():
     assert [tuple(w.shape) for w in rounding.weights] == [(4, 3, 3, 3), (5, 144)]  # not the biases
     full = [w.detach().clone() for w in rounding.weights]
     rounding.round()
-    assert all(torch.equal(w, int8_rounded(f)) for w, f in zip(rounding.weights, full))
+    assert all(torch.equal(w, int8_rounded(f)) for w, f in zip(rounding.weights, full, strict=True))
     rounding.restore()
-    assert all(torch.equal(w, f) for w, f in zip(rounding.weights, full))
+    assert all(torch.equal(w, f) for w, f in zip(rounding.weights, full, strict=True))
 
 
 @pytest.mark.slow

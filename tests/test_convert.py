@@ -41,7 +41,7 @@ def test_cpu_int8_route_is_verified_and_close_on_heldout_digits(digits_model, tm
     heldout = np.load(digits_model["heldout"])["image"]
     reference, converted = eager(digits_model["module"], heldout), run_onnx(result.path, heldout)
     agreement = (reference.argmax(1) == converted.argmax(1)).mean()
-    cosines = [np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(reference, converted)]
+    cosines = [np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(reference, converted, strict=True)]
     assert agreement >= 0.95 and np.mean(cosines) > 0.99
     assert digest_path(digits_model["model"]) == before  # the source is never modified
 

@@ -51,7 +51,7 @@ def test_each_operator_survives_onnx_to_mindir_and_back(name):
     expected = ort_outputs(model, feeds)
     returned = ort_outputs(through_mindir(model), feeds)
     assert len(returned) == len(expected)
-    for got, want in zip(returned, expected):
+    for got, want in zip(returned, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -175,7 +175,7 @@ def test_mindspore_runs_the_mindir_we_write_for_every_operator(mindspore_environ
     computed = run_in_mindspore(mindspore_environment, tmp_path, models)
 
     for name in OP_MODELS:
-        for got, want in zip(computed[name][0], expected[name]):
+        for got, want in zip(computed[name][0], expected[name], strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
@@ -227,7 +227,7 @@ def test_pretrained_cnn_onnx_to_mindir_matches_onnx_runtime(mindspore_environmen
 
     assert [s.name for s in result.report.steps] == ["onnx-to-mindir"]
     assert result.report.final.fidelity.max_abs <= 1e-4
-    difference = max(float(np.abs(got[0] - want).max()) for got, want in zip(computed, expected))
+    difference = max(float(np.abs(got[0] - want).max()) for got, want in zip(computed, expected, strict=True))
     print(f"\nEfficientNet-Lite0 MindIR (MindSpore) vs ONNX Runtime: max-abs {difference:.2e} over 8 photos")
     assert difference <= 1e-4
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hub.declarations import Step, Target
+from hub.declarations import Option, Request, Step, Target
 from hub.errors import UsageError
 from hub.planner import explain_no_route, plan_routes
 from hub.plugins import Catalog, PluginRecord
@@ -16,10 +16,15 @@ def step(name, accepts, produces, **costs) -> Step:
 def catalog_of(*steps: Step, compressors: tuple[Step, ...] = ()) -> Catalog:
     record = PluginRecord("test", "test", "built-in", converters=list(steps), compressors=list(compressors))
     every = list(steps) + list(compressors)
-    return Catalog([record], {}, {s.name: s for s in every}, {}, {}, {s.name: "test" for s in every})
+    requests = {r.name: r for s in every for r in s.satisfies}
+    return Catalog([record], {}, {s.name: s for s in every}, {}, {}, {s.name: "test" for s in every},
+                   requests=requests)
 
 
 INT8 = Target("int8", "ort", Requirement.of(format="onnx", precision="int8"))
+PRUNE = Request("prune", "traits", "pruned", "sparsity", "magnitude pruning to this fraction")
+PRUNE_OPTIONS = (Option("sparsity", float, 0.5, "fraction of zero weights", between=(0.0, 1.0)),)
+INT4 = Request("int4-weights", "precision", "int4", description="4-bit weights")
 SOURCE = ModelState("torch-export")
 
 
@@ -89,12 +94,13 @@ def test_compression_requests_become_traits_the_planner_must_reach():
     from hub.requests import CompressionRequest, apply_requests
 
     prune_torch = step("torch-prune", {"format": "torch-export", "precision": "fp32"}, {"traits": "+pruned"},
-                       seconds=1)
-    prune_onnx = step("onnx-prune", {"format": "onnx", "precision": "fp32"}, {"traits": "+pruned"}, seconds=5)
+                       seconds=1, options=PRUNE_OPTIONS, satisfies=(PRUNE,))
+    prune_onnx = step("onnx-prune", {"format": "onnx", "precision": "fp32"}, {"traits": "+pruned"}, seconds=5,
+                      options=PRUNE_OPTIONS, satisfies=(PRUNE,))
     catalog = catalog_of(step("export", {"format": "torch-export"}, {"format": "onnx"}),
                          compressors=(prune_torch, prune_onnx,
                                       step("quantize", {"format": "onnx", "precision": "fp32"}, {"precision": "int8"})))
-    constrained = apply_requests(INT8, [CompressionRequest.parse("prune:0.5")])
+    constrained = apply_requests(INT8, [CompressionRequest.parse("prune:0.5", catalog)], catalog)
     routes = plan_routes(catalog, SOURCE, constrained.target, 0, count=3)
     assert routes[0].names == ["torch-prune", "export", "quantize"]
     assert str(routes[0].steps[-1].result) == "onnx/int8/raw+pruned"
@@ -105,10 +111,19 @@ def test_a_request_the_target_cannot_run_fails_at_planning():
     from hub.errors import NoRouteError
     from hub.requests import CompressionRequest, apply_requests
 
+    catalog = catalog_of(compressors=(
+        step("prune", {"format": "onnx"}, {"traits": "+pruned"}, options=PRUNE_OPTIONS, satisfies=(PRUNE,)),
+        step("int4", {"format": "onnx"}, {"precision": "int4"}, satisfies=(INT4,))))
     with pytest.raises(NoRouteError, match="int4-weights asks for precision int4, but target 'int8' runs only"):
-        apply_requests(INT8, [CompressionRequest.parse("int4-weights")])
+        apply_requests(INT8, [CompressionRequest.parse("int4-weights", catalog)], catalog)
     with pytest.raises(UsageError, match="between 0 and 1"):
-        CompressionRequest.parse("prune:1.5")
+        CompressionRequest.parse("prune:1.5", catalog)
+    with pytest.raises(UsageError, match="takes a float"):
+        CompressionRequest.parse("prune:half", catalog)
+    with pytest.raises(UsageError, match="unknown compression 'prune-channels'; known: int4-weights, prune"):
+        CompressionRequest.parse("prune-channels:0.3", catalog)
+    with pytest.raises(UsageError, match="int4-weights takes no value"):
+        CompressionRequest.parse("int4-weights:8", catalog)
 
 
 def test_compression_is_never_added_unless_requested():

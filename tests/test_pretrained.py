@@ -41,8 +41,9 @@ def test_efficientnet_lite0_to_cpu_int8_keeps_its_answers(tmp_path):
     converted = np.concatenate([session.run(None, {name: image[None]})[0] for image in heldout])
     top1 = reference.argmax(1) == converted.argmax(1)
     confident = softmax(reference).max(1) > 0.5
-    top5 = [r in np.argsort(-c)[:5] for r, c in zip(reference.argmax(1), converted)]
-    cosine = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(reference, converted)])
+    top5 = [r in np.argsort(-c)[:5] for r, c in zip(reference.argmax(1), converted, strict=True)]
+    cosine = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+                      for a, b in zip(reference, converted, strict=True)])
     fp32_onnx_bytes = result.report.steps[0].bytes
 
     assert confident.sum() >= 10
@@ -78,8 +79,9 @@ def test_efficientnet_lite0_to_tflite_arm_matches_on_arm64(tmp_path, monkeypatch
     converted = np.concatenate([outputs[0] for outputs in run_samples(int8.path, feeds, 2)])
     top1 = reference.argmax(1) == converted.argmax(1)
     confident = softmax(reference).max(1) > 0.5
-    top5 = [r in np.argsort(-c)[:5] for r, c in zip(reference.argmax(1), converted)]
-    cosine = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(reference, converted)])
+    top5 = [r in np.argsort(-c)[:5] for r, c in zip(reference.argmax(1), converted, strict=True)]
+    cosine = np.mean([np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+                      for a, b in zip(reference, converted, strict=True)])
     check = int8.report.final.platform_checks[0]
     print(f"\nEfficientNet-Lite0 tflite-arm via {' -> '.join(int8.report.route)}: held-out cosine {cosine:.4f}, "
           f"top-1 {top1.mean():.1%}, confident top-1 {top1[confident].mean():.1%} ({confident.sum()}), "

@@ -62,7 +62,7 @@ def run_step(step_name: str, model: Path, folder: Path, inputs: list[dict], cali
     workdir = folder / "work"
     workdir.mkdir()
     value = call_worker("step", {"ref": step.run, "context": {
-        "input_path": str(private), "workdir": str(workdir), "options": dict(step.options), "inputs": inputs,
+        "input_path": str(private), "workdir": str(workdir), "options": step.defaults(), "inputs": inputs,
         "calibration": str(calibration) if calibration else None}}, timeout=300, cwd=workdir)
     return Path(value["path"]), value["notes"], sorted(p.name for p in workdir.iterdir())
 
@@ -163,7 +163,7 @@ def test_litert_torch_int8_is_full_integer_with_int8_io(digits_model, tmp_path):
     logits, types = run_tflite(model, heldout, nhwc=False)
     assert types["input_shape"] == (1, 1, 8, 8)
     reference = eager(digits_model["module"], heldout)
-    # 0.9998 on this small model; on a pretrained mobile CNN it fell to 0.79 (FACTS.md): verification decides
+    # 0.9998 on this small model; on a pretrained mobile CNN it fell to 0.79 (docs/notes.md): verification decides
     assert mean_cosine(reference, logits) > 0.995
     assert (reference.argmax(1) == logits.argmax(1)).mean() >= 0.9
 

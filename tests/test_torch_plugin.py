@@ -272,8 +272,8 @@ def test_backend_runs_program_and_torchscript_per_sample(tmp_path, two_input_pro
     from_program = backend.run(two_input_program, samples, threads=1)
     from_script = backend.run(torchscript, samples, threads=1)
     assert [len(outputs) for outputs in from_program] == [2, 2]
-    for program_outputs, script_outputs in zip(from_program, from_script):
-        for left, right in zip(program_outputs, script_outputs):
+    for program_outputs, script_outputs in zip(from_program, from_script, strict=True):
+        for left, right in zip(program_outputs, script_outputs, strict=True):
             assert max_abs(left, right) < MAX_ABS
     assert max_abs(from_program[1][1], samples[1]["features"].sum(axis=1)) < MAX_ABS
 

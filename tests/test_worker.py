@@ -58,14 +58,15 @@ def test_workers_cannot_reach_the_network(tmp_path):
 
 
 def test_a_step_that_bounds_its_own_time_gets_a_timeout_long_enough_for_it():
-    from hub.declarations import MAX_SECONDS, Step
+    from hub.declarations import Option, Step
     from hub.execution import worker_timeout
     from hub.states import Requirement
 
-    step = Step(name="train", accepts=Requirement.of(format="x"), produces={"trait": "t"}, run="x:y", timeout=1800.0)
+    step = Step(name="train", accepts=Requirement.of(format="x"), produces={"traits": "+t"}, run="x:y",
+                timeout=1800.0, options=(Option("budget", float, 600.0, "seconds"),), time_budget_option="budget")
     assert worker_timeout(step, {}, 900.0) == 1800.0
-    assert worker_timeout(step, {MAX_SECONDS: 600.0}, 900.0) == 1800.0  # within the declared timeout
-    assert worker_timeout(step, {MAX_SECONDS: 2400.0}, 900.0) == 2400.0 * 1.25 + 60.0
+    assert worker_timeout(step, {"budget": 600.0}, 900.0) == 1800.0  # within the declared timeout
+    assert worker_timeout(step, {"budget": 2400.0}, 900.0) == 2400.0 * 1.25 + 60.0
     undeclared = Step(name="convert", accepts=Requirement.of(format="x"), produces={"format": "y"}, run="x:y")
     assert worker_timeout(undeclared, {}, 900.0) == 900.0  # the runner's default
-    assert worker_timeout(undeclared, {MAX_SECONDS: 2400.0}, 900.0) == 3060.0
+    assert worker_timeout(undeclared, {"budget": 2400.0}, 900.0) == 900.0  # not its time budget: no effect

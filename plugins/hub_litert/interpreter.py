@@ -7,19 +7,17 @@ own scale and zero point, quantized outputs dequantized), which the ARM emulatio
 from __future__ import annotations
 
 import importlib
-import statistics
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 
+from hub import kit
 from hub.errors import MissingDependencyError, UnsupportedModelError, UsageError
 from hub.states import ModelInfo, TensorSpec
 from hub_litert.feeding import QUANTIZED_DTYPES, Feed, InputMismatch, bind, signature_names, tensor_name
 
-MIN_WARMUP_RUNS = 3
 FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 
 
@@ -132,14 +130,7 @@ def output_names(model_path: Path) -> list[str]:
 def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int) -> float:
     """Median milliseconds of one invoke (feeding included), after warm-up runs that are not counted."""
     infer = inference(Path(model_path), threads, sample)
-    for _ in range(max(MIN_WARMUP_RUNS, repeats // 10)):
-        infer(sample)
-    timings = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        infer(sample)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+    return kit.median_latency_ms(lambda: infer(sample), repeats)
 
 
 def inference(model_path: Path, threads: int, example: Feed) -> Callable[[Feed], list[np.ndarray]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hub import kit
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
 from hub_litert_arm64.setup import Platform, load_platform
 
@@ -49,8 +50,8 @@ def _run_runner(model_path: Path, samples: list[Feed], threads: int, scratch: Pa
     samples_path, outputs_path = scratch / "samples.npz", scratch / "outputs.npz"
     np.savez(samples_path, **{f"{i}/{name}": np.asarray(array)
                               for i, sample in enumerate(samples) for name, array in sample.items()})
-    arguments = [str(RUNNER), str(_feeding_module()), str(Path(model_path).resolve()), str(int(threads)),
-                 str(samples_path), str(outputs_path)]
+    arguments = [str(RUNNER), str(_feeding_module()), kit.__file__, str(Path(model_path).resolve()),
+                 str(int(threads)), str(samples_path), str(outputs_path)]
     if repeats is not None:
         arguments.append(str(int(repeats)))
     # run in the scratch folder: a core file qemu may write for a crashed process goes away with it

@@ -6,7 +6,7 @@ here imports torch or litert-torch.
 """
 from __future__ import annotations
 
-from hub.declarations import Step
+from hub.declarations import Option, Request, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
@@ -18,8 +18,15 @@ FP32_PROGRAM = Requirement.of(format="torch-export", precision="fp32")
 # io_dtype and full_integer follow hub_tensorflow's convention (the tflite-arm target sets them): PT2E always
 # quantizes the inputs and outputs themselves, so only io_dtype int8 can be met; full_integer fails a model that
 # keeps a float operator, naming it.
-INT8_OPTIONS = {"per_channel": True, "io_dtype": "int8", "full_integer": True, "max_calibration_samples": 200,
-                "random_calibration_samples": 16, "seed": 0}
+INT8_OPTIONS = (
+    Option("per_channel", bool, True, "one weight scale per output channel"),
+    Option("io_dtype", str, "int8", "the type of the model's inputs and outputs: int8, uint8 or float32"),
+    Option("full_integer", bool, True, "fail a model that keeps a float operator, naming those operators"),
+    Option("max_calibration_samples", int, 200, "at most this many calibration samples are used"),
+    Option("random_calibration_samples", int, 16, "seeded random samples used when there is no calibration"),
+    Option("seed", int, 0, "seed of those random samples"),
+)
+INT8 = Request("int8", "precision", "int8", description="static int8 (weights and activations, calibrated)")
 
 
 @hookimpl
@@ -45,10 +52,10 @@ def hub_converters() -> list[Step]:
             description="litert-torch PT2E static int8: full-integer with int8 inputs and outputs, per-channel "
                         "int8 weights, activations calibrated on the samples (inputs and outputs keep the PyTorch "
                         "layout)",
-            # Its int8 of a real pretrained mobile CNN was silently far off (cosine 0.79, FACTS.md) where onnx2tf's
+            # Its int8 of a real pretrained mobile CNN was silently far off (cosine 0.79, docs/notes.md) where onnx2tf's
             # kept 0.99: a higher expected loss ranks it after the ONNX route, as the fallback.
             seconds=12.0, seconds_per_mb=1.5, fidelity_loss=0.02, size_ratio=0.27,
-            needs_calibration=True, options=INT8_OPTIONS,
+            needs_calibration=True, options=INT8_OPTIONS, satisfies=(INT8,),
             requires=LITERT_TORCH, extra="litert-torch",
         ),
     ]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import MissingDependencyError, StepFailedError
 from hub.states import TensorSpec
 from hub_litert_torch import INT8_OPTIONS
@@ -40,7 +40,7 @@ def quantize_program_to_tflite(ctx: StepContext) -> Path:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    options = {**INT8_OPTIONS, **ctx.options}
+    options = {**defaults_of(INT8_OPTIONS), **ctx.options}
     program, names, example = _program_and_example(ctx, "litert-torch-int8")
     quantizer = PT2EQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=bool(options["per_channel"])))

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hub import kit
 from hub.errors import UnsupportedModelError, UsageError
 from hub_mindspore.model_io import clean_name, read_model
 
 Feed = dict[str, np.ndarray]
-MIN_WARMUP_RUNS = 3
 
 
 def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[list[np.ndarray]]:
@@ -27,14 +25,7 @@ def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[lis
 def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int) -> float:
     cell, names = _open(model_path, threads)
     arguments = _arguments(sample, names)
-    for _ in range(max(MIN_WARMUP_RUNS, repeats // 10)):
-        _as_arrays(cell(*arguments))
-    timings = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        _as_arrays(cell(*arguments))  # asnumpy() waits for the result
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+    return kit.median_latency_ms(lambda: _as_arrays(cell(*arguments)), repeats)  # asnumpy() waits for the result
 
 
 def _open(model_path: Path, threads: int) -> tuple[Any, list[tuple[str, str]]]:

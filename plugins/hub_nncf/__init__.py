@@ -11,12 +11,17 @@ Options: preset (performance: symmetric activations, mixed: asymmetric), fast_bi
 """
 from __future__ import annotations
 
-from hub.declarations import Step
+from hub.declarations import Option, Request, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
-NNCF_OPTIONS = {"preset": "mixed", "fast_bias_correction": True, "model_type": None, "ignored_nodes": [],
-                "subset_size": 300}
+NNCF_OPTIONS = (
+    Option("preset", str, "mixed", "performance (symmetric activations) or mixed (asymmetric)"),
+    Option("fast_bias_correction", bool, True, "fast bias correction (false: the full, slower algorithm)"),
+    Option("model_type", str, None, "transformer: SmoothQuant and transformer-aware placement"),
+    Option("ignored_nodes", list, [], "names of nodes kept in float"),
+    Option("subset_size", int, 300, "at most this many calibration samples"),
+)
 # When the plain result misses the tolerance: full bias correction, then SmoothQuant's outlier smoothing.
 NNCF_LADDER = ({"fast_bias_correction": False}, {"model_type": "transformer"})
 
@@ -32,6 +37,8 @@ def hub_compressors() -> list[Step]:
             description="NNCF post-training int8 (QDQ, bias correction; SmoothQuant for transformers)",
             seconds=40.0, seconds_per_mb=1.0, fidelity_loss=0.012, size_ratio=0.27,
             needs_calibration=True, options=NNCF_OPTIONS, ladder=NNCF_LADDER,
+            satisfies=(Request("int8", "precision", "int8", description="static int8 (weights and activations, "
+                               "calibrated)"),),
             requires=("nncf>=3.4", "onnx>=1.16", "onnxruntime>=1.20"), extra="nncf",
         )
     ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
 from hub_nncf import NNCF_OPTIONS
 
@@ -15,7 +15,7 @@ def run_nncf_int8(ctx: StepContext) -> Path:
     import nncf
     import onnx
 
-    options = {**NNCF_OPTIONS, **ctx.options}
+    options = {**defaults_of(NNCF_OPTIONS), **ctx.options}
     if options["preset"] not in PRESETS or options["model_type"] not in MODEL_TYPES:
         raise UsageError(f"nncf-quantize: preset must be one of {PRESETS} and model_type one of {MODEL_TYPES}")
     feeds = ctx.calibration_feeds()

@@ -11,7 +11,7 @@ reduce_range; int4 takes block_size (16-256), symmetric, accuracy_level, quantiz
 """
 from __future__ import annotations
 
-from hub.declarations import Backend, Format, Step
+from hub.declarations import Backend, Format, Option, Request, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
@@ -19,19 +19,24 @@ ONNX = ("onnx>=1.16",)
 ONNXRUNTIME = ("onnxruntime>=1.20",)
 
 # uint8 activations with int8 per-channel weights: uint8 ran 1.7-8x faster than int8 activations on x86, and
-# per-tensor weights dropped a depthwise CNN to cosine 0.85 (see FACTS.md).
-STATIC_INT8_OPTIONS = {
-    "per_channel": True,
-    "activation_type": "uint8",
-    "weight_type": "int8",
-    "calibrate_method": "minmax",
-    "symmetric_activations": False,
-    "reduce_range": False,
-    "max_calibration_samples": 256,
-    "random_calibration_samples": 16,
-    "seed": 0,
-    "exclude_sensitive": 0,
-}
+# per-tensor weights dropped a depthwise CNN to cosine 0.85 (measured; docs/notes.md).
+QUANT_TYPES = "uint8, int8, uint16 or int16"
+CALIBRATION_OPTIONS = (
+    Option("max_calibration_samples", int, 256, "at most this many calibration samples are used"),
+    Option("random_calibration_samples", int, 16, "seeded random samples used when there is no calibration"),
+    Option("seed", int, 0, "seed of those random samples"),
+)
+STATIC_INT8_OPTIONS = (
+    Option("per_channel", bool, True, "one weight scale per output channel (per tensor when false)"),
+    Option("activation_type", str, "uint8", f"activation type: {QUANT_TYPES}"),
+    Option("weight_type", str, "int8", f"weight type: {QUANT_TYPES}"),
+    Option("calibrate_method", str, "minmax", "minmax, entropy, percentile or distribution"),
+    Option("symmetric_activations", bool, False, "symmetric activation ranges (zero point 0)"),
+    Option("reduce_range", bool, False, "7-bit weights, for CPUs without VNNI"),
+    Option("exclude_sensitive", int, 0, "keep this many of the weighted nodes whose quantization loses the most "
+                                        "signal-to-noise in float (hub_onnx.sensitivity)"),
+    *CALIBRATION_OPTIONS,
+)
 # What ort-quantize-static tries when its plain result fails verification, cheapest first (hub.runner climbs
 # it): other calibration methods; then 1, 2, 4, 8 of the weighted nodes that lose the most signal-to-noise kept
 # in float; last, 16-bit activations with int8 weights, which keep the file int8-sized but ran 3x slower than
@@ -48,12 +53,44 @@ STATIC_INT8_LADDER = (
     {"activation_type": "uint16"},
 )
 # Per-channel kept a MiniLM-class transformer at cosine 0.993 where the per-tensor default gave 0.955.
-DYNAMIC_INT8_OPTIONS = {"per_channel": True, "weight_type": "int8", "reduce_range": False}
-FP16_OPTIONS = {"op_block_list": ["Cast"]}
+DYNAMIC_INT8_OPTIONS = (
+    Option("per_channel", bool, True, "one weight scale per output channel (per tensor when false)"),
+    Option("weight_type", str, "int8", f"weight type: {QUANT_TYPES}"),
+    Option("reduce_range", bool, False, "7-bit weights, for CPUs without VNNI"),
+)
+FP16_OPTIONS = (Option("op_block_list", list, ["Cast"], "operators left in float32"),)
 # Block 32 keeps more accuracy than 128 for about 3% more bytes; symmetric needs no zero points.
-INT4_OPTIONS = {"block_size": 32, "symmetric": True, "accuracy_level": None, "gemm_to_matmul": True,
-                "quantize_gather": False}
-PRUNE_OPTIONS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
+INT4_OPTIONS = (
+    Option("block_size", int, 32, "weights per scale, 16-256"),
+    Option("symmetric", bool, True, "symmetric blocks (no zero points)"),
+    Option("accuracy_level", int, None, "MatMulNBits accuracy_level (None: ONNX Runtime's default)"),
+    Option("gemm_to_matmul", bool, True, "rewrite Gemm as MatMul + Add so its weights are quantized too"),
+    Option("quantize_gather", bool, False, "quantize embedding Gathers as well"),
+)
+
+
+def _exemptions(by_default: bool) -> tuple[Option, ...]:
+    return (
+        Option("exempt_depthwise", bool, by_default, "leave depthwise convolutions dense"),
+        Option("exempt_first_layer", bool, by_default, "leave the first layer dense"),
+    )
+
+
+PRUNE_OPTIONS = (
+    Option("sparsity", float, 0.5, "the fraction of prunable weights set to zero", between=(0.0, 1.0)),
+    Option("scope", str, "global", "global: one magnitude threshold over all layers; layer: one per layer"),
+    *_exemptions(True),
+)
+CLIP_OPTIONS = (Option("threshold", float, 1e-3, "weights whose magnitude is below this become zero"),
+                *_exemptions(False))
+
+PRUNE = Request("prune", "traits", "pruned", "sparsity",
+                "global magnitude pruning to this fraction of zero weights (e.g. prune:0.5)")
+CLIP = Request("clip", "traits", "clipped", "threshold", "zero every weight whose magnitude is below this value")
+INT8 = Request("int8", "precision", "int8", description="static int8 (weights and activations, calibrated)")
+FP16 = Request("fp16", "precision", "fp16", description="float16 weights and activations")
+INT4_WEIGHTS = Request("int4-weights", "precision", "int4", description="4-bit weight-only quantization of "
+                       "MatMul/Gemm")
 
 FP32_RAW = Requirement.of(format="onnx", precision="fp32", graph="raw")
 FP32_OPTIMIZED = Requirement.of(format="onnx", precision="fp32", graph="optimized")
@@ -122,7 +159,7 @@ def hub_compressors() -> list[Step]:
             description="ONNX Runtime static int8: QDQ, per-channel int8 weights, uint8 activations calibrated "
                         "with MinMax",
             seconds=10.0, seconds_per_mb=0.5, fidelity_loss=0.01, size_ratio=0.27,
-            needs_calibration=True, options=STATIC_INT8_OPTIONS, ladder=STATIC_INT8_LADDER,
+            needs_calibration=True, options=STATIC_INT8_OPTIONS, satisfies=(INT8,), ladder=STATIC_INT8_LADDER,
             requires=ONNX + ONNXRUNTIME, extra="onnx",
         ),
         Step(
@@ -142,7 +179,7 @@ def hub_compressors() -> list[Step]:
             run="hub_onnx.half:run_fp16",
             description="float16 weights and activations with float32 inputs and outputs (onnxconverter-common)",
             seconds=2.0, seconds_per_mb=0.05, fidelity_loss=0.0005, size_ratio=0.5,
-            options=FP16_OPTIONS,
+            options=FP16_OPTIONS, satisfies=(FP16,),
             requires=ONNX + ONNXRUNTIME + ("onnxconverter-common>=1.14",), extra="onnx",
         ),
         Step(
@@ -153,7 +190,7 @@ def hub_compressors() -> list[Step]:
             description="ONNX Runtime MatMulNBits: 4-bit blocked symmetric weights for MatMul (and Gemm rewritten "
                         "as MatMul); embedding Gathers stay float32 unless quantize_gather",
             seconds=3.0, seconds_per_mb=0.2, fidelity_loss=0.02, size_ratio=0.16,
-            options=INT4_OPTIONS,
+            options=INT4_OPTIONS, satisfies=(INT4_WEIGHTS,),
             requires=ONNX + ("onnxruntime>=1.20",), extra="onnx",
         ),
         # Pruning on ONNX serves sources that are not torch programs; for a torch source the torch step before
@@ -167,7 +204,7 @@ def hub_compressors() -> list[Step]:
             description="zero the smallest Conv/Gemm/MatMul weight initializers (L1 magnitude, global or per layer; "
                         "first and depthwise layers exempt by default)",
             seconds=6.0, seconds_per_mb=0.05, fidelity_loss=0.02, size_ratio=1.0,
-            options=PRUNE_OPTIONS,
+            options=PRUNE_OPTIONS, satisfies=(PRUNE,),
             requires=ONNX, extra="onnx",
         ),
         Step(
@@ -178,7 +215,7 @@ def hub_compressors() -> list[Step]:
             run="hub_onnx.sparsity:clip_weights",
             description="zero every Conv/Gemm/MatMul weight whose magnitude is below `threshold`",
             seconds=6.0, seconds_per_mb=0.05, fidelity_loss=0.005, size_ratio=1.0,
-            options={"threshold": 1e-3},
+            options=CLIP_OPTIONS, satisfies=(CLIP,),
             requires=ONNX, extra="onnx",
         ),
     ]

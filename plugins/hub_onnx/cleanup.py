@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hub.declarations import StepContext
+from hub.kit import working_directory
 from hub.errors import StepFailedError
 from hub_onnx.model_file import is_large, iter_nodes, load_model, opset_version, save_model
 from hub_onnx.opset import upgraded
@@ -71,13 +70,3 @@ def _pre_process_with_fallback(ctx: StepContext, output: Path, settings: dict[st
         logging.getLogger(__name__).info("symbolic shape inference failed (%s); skipping it", reason)
         ctx.notes.update(symbolic_shape_inference=False, symbolic_shape_error=reason)
         quant_pre_process(source, target, skip_symbolic_shape=True, **settings)
-
-
-@contextmanager
-def working_directory(path: Path) -> Iterator[None]:
-    previous = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import HubError
 from hub_onnx import FP16_OPTIONS
 from hub_onnx.model_file import load_model, save_model
@@ -12,7 +12,7 @@ from hub_onnx.model_file import load_model, save_model
 
 def run_fp16(ctx: StepContext) -> Path:
     """Convert with onnxconverter-common; if ONNX Runtime cannot load that, with onnxruntime.transformers."""
-    options = {**FP16_OPTIONS, **ctx.options}
+    options = {**defaults_of(FP16_OPTIONS), **ctx.options}
     output = ctx.workdir / "model.fp16.onnx"
     failures = []
     for converter_name, convert in (("onnxconverter-common", _with_onnxconverter_common),

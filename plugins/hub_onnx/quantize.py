@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
 from hub.states import TensorSpec
 from hub_onnx import DYNAMIC_INT8_OPTIONS, STATIC_INT8_OPTIONS
@@ -22,7 +22,7 @@ QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16":
 def run_static_int8(ctx: StepContext) -> Path:
     """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning);
     with exclude_sensitive=N, the N weighted nodes that lose the most in a plain quantization stay float."""
-    options = {**STATIC_INT8_OPTIONS, **ctx.options}
+    options = {**defaults_of(STATIC_INT8_OPTIONS), **ctx.options}
     upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
@@ -93,7 +93,7 @@ def run_dynamic_int8(ctx: StepContext) -> Path:
     """quantize_dynamic: int8 weights (per channel by default), activations quantized at run time."""
     from onnxruntime.quantization import quantize_dynamic
 
-    options = {**DYNAMIC_INT8_OPTIONS, **ctx.options}
+    options = {**defaults_of(DYNAMIC_INT8_OPTIONS), **ctx.options}
     upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
     output = ctx.workdir / "model.int8-dynamic.onnx"

@@ -8,24 +8,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import UsageError
+from hub import kit
+from hub.kit import exempt_layers, magnitude_threshold
 from hub.report import compressed_size
+from hub_onnx import CLIP_OPTIONS, PRUNE_OPTIONS
 from hub_onnx.model_file import iter_nodes, load_model, save_model
 
 if TYPE_CHECKING:
     import onnx
 
-PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
-CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
 WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (1, 0)}  # which inputs are weights
-LAYERS_IN_NOTES = 40
 
 
 def magnitude_prune(ctx: StepContext) -> Path:
     """onnx fp32 -> +pruned: zero the smallest-magnitude weights until `sparsity` of the prunable weights are
     zero, over all layers at once ("global") or in each layer ("layer")."""
-    options = {**PRUNE_DEFAULTS, **ctx.options}
+    options = {**defaults_of(PRUNE_OPTIONS), **ctx.options}
     sparsity = float(options["sparsity"])
     if not 0 <= sparsity < 1:
         raise UsageError(f"option sparsity={sparsity} must be a fraction in [0, 1)")
@@ -37,11 +37,11 @@ def magnitude_prune(ctx: StepContext) -> Path:
     prunable, exempt = split_exempt(layers, options)
     if scope == "global" and prunable:
         magnitudes = np.concatenate([np.abs(weights[name]).ravel() for name, _ in prunable])
-        threshold = kth_smallest(magnitudes, sparsity)
+        threshold = magnitude_threshold(magnitudes, sparsity)
         for name, _ in prunable:
             weights[name][np.abs(weights[name]) <= threshold] = 0.0
     for name, _ in prunable if scope == "layer" else ():
-        threshold = kth_smallest(np.abs(weights[name]).ravel(), sparsity)
+        threshold = magnitude_threshold(np.abs(weights[name]).ravel(), sparsity)
         weights[name][np.abs(weights[name]) <= threshold] = 0.0
     output = write_weights(model, weights, ctx.workdir / "model.onnx")
     ctx.notes.update(method=f"magnitude (L1), {scope}", requested_sparsity=sparsity,
@@ -51,7 +51,7 @@ def magnitude_prune(ctx: StepContext) -> Path:
 
 def clip_weights(ctx: StepContext) -> Path:
     """onnx fp32 -> +clipped: zero every weight whose magnitude is below `threshold`."""
-    options = {**CLIP_DEFAULTS, **ctx.options}
+    options = {**defaults_of(CLIP_OPTIONS), **ctx.options}
     threshold = float(options["threshold"])
     if threshold <= 0:
         raise UsageError(f"option threshold={threshold} must be positive")
@@ -91,20 +91,8 @@ def weight_initializers(model: "onnx.ModelProto") -> tuple[dict[str, np.ndarray]
 
 def split_exempt(layers: list[tuple[str, bool]], options: dict[str, Any]
                  ) -> tuple[list[tuple[str, bool]], dict[str, str]]:
-    exempt: dict[str, str] = {}
-    for index, (name, depthwise) in enumerate(layers):
-        if index == 0 and options.get("exempt_first_layer"):
-            exempt[name] = "first layer: few weights, and every later feature depends on it"
-        elif depthwise and options.get("exempt_depthwise"):
-            exempt[name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    exempt = exempt_layers(layers, options)
     return [layer for layer in layers if layer[0] not in exempt], exempt
-
-
-def kth_smallest(magnitudes: np.ndarray, fraction: float) -> float:
-    count = int(round(fraction * magnitudes.size))
-    if count <= 0:
-        return -1.0
-    return float(np.partition(magnitudes, count - 1)[count - 1])
 
 
 def write_weights(model: "onnx.ModelProto", weights: dict[str, np.ndarray], path: Path) -> Path:
@@ -120,21 +108,6 @@ def sparsity_notes(weights: dict[str, np.ndarray], layers: list[tuple[str, bool]
                    exempt: dict[str, str], model: "onnx.ModelProto") -> dict[str, Any]:
     import math
 
-    def zeros(group: list[tuple[str, bool]]) -> tuple[int, int]:
-        return (sum(int((weights[name] == 0).sum()) for name, _ in group),
-                sum(weights[name].size for name, _ in group))
-
-    pruned_zeros, pruned_total = zeros(prunable)
-    all_zeros, all_total = zeros(layers)
+    layer_zeros = {name: (int((weights[name] == 0).sum()), weights[name].size) for name, _ in layers}
     parameters = sum(math.prod(t.dims) for t in model.graph.initializer)
-    per_layer = {name: round(float((weights[name] == 0).mean()), 4) for name, _ in layers}
-    return {
-        "sparsity": round(pruned_zeros / max(pruned_total, 1), 4),
-        "sparsity_all_weights": round(all_zeros / max(all_total, 1), 4),
-        "sparsity_all_parameters": round(all_zeros / max(parameters, 1), 4),
-        "zero_weights": all_zeros,
-        "layers_pruned": len(prunable),
-        "layer_sparsity": dict(list(per_layer.items())[:LAYERS_IN_NOTES]),
-        "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
-        "exempt_layers": exempt,
-    }
+    return kit.sparsity_notes(layer_zeros, {name for name, _ in prunable}, exempt, parameters)

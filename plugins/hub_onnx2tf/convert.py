@@ -10,16 +10,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
-import os
 import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from hub.declarations import StepContext
+from hub.kit import working_directory
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
 from hub.states import CHANNELS_LAST_RANKS, TensorSpec
 
@@ -57,7 +57,9 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     kept = [spec.name for spec in inputs if keep_layout and len(spec.shape) in CHANNELS_LAST_RANKS]
     scratch = ctx.workdir / "onnx2tf"
     arrays = _calibration_arrays(ctx, inputs, shapes)
-    with _working_directory(ctx.workdir):
+    # onnx2tf looks for its sample file in the current directory; the worker already runs in ctx.workdir, this
+    # makes the step behave the same when called directly
+    with working_directory(ctx.workdir):
         _write_sample_images(ctx.workdir / SAMPLE_IMAGES_FILE, inputs, arrays, int(ctx.options.get("seed", 0)))
         calibration = _calibration_files(ctx.workdir, inputs, arrays, kept, int8,
                                          int(ctx.options.get("max_calibration_samples", 200)))
@@ -283,18 +285,6 @@ def _log_tail(log: str) -> str:
     errors = [i for i, line in enumerate(lines) if "ERROR" in line or "Error" in line or "failed" in line]
     start = max(0, errors[0] - 2) if errors else len(lines) - LOG_TAIL_LINES
     return "\n".join(lines[max(start, len(lines) - LOG_TAIL_LINES):])
-
-
-@contextlib.contextmanager
-def _working_directory(folder: Path) -> Iterator[None]:
-    """onnx2tf looks for its sample file in the current directory; the worker already runs in ctx.workdir, this
-    makes the step behave the same when called directly."""
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def check_full_integer(model: Path) -> None:

@@ -1,13 +1,12 @@
 """Running and timing ONNX models with ONNX Runtime on the CPU."""
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hub import kit
 from hub.errors import UnsupportedModelError, UsageError
 
 Feed = dict[str, np.ndarray]
@@ -18,7 +17,6 @@ ORT_TO_NUMPY = {
     "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32,
     "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_, "tensor(string)": np.str_,
 }
-MIN_WARMUP_RUNS = 3
 
 
 def run_samples(model_path: Path, samples: list[Feed], threads: int) -> list[list[np.ndarray]]:
@@ -36,14 +34,7 @@ def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int
     """Median milliseconds of one inference on `sample`, after warm-up runs that are not counted."""
     session = open_session(model_path, threads)
     feed = session_feed(session, sample)
-    for _ in range(max(MIN_WARMUP_RUNS, repeats // 10)):
-        session.run(None, feed)
-    timings = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        session.run(None, feed)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+    return kit.median_latency_ms(lambda: session.run(None, feed), repeats)
 
 
 def open_session(model_path: Path, threads: int) -> Any:

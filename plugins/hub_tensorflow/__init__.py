@@ -12,7 +12,7 @@ Options read by the steps and the backend (the user's flags, passed as step opti
 """
 from __future__ import annotations
 
-from hub.declarations import Backend, Format, Step
+from hub.declarations import Backend, Format, Option, Request, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
@@ -40,8 +40,18 @@ TFLITE_PRECISIONS = {
 }
 # Full integer by default: a model that keeps a float op fails with the list of such ops. io_dtype int8 feeds
 # and returns int8 (scale and zero point in the model); "float32" keeps float I/O with QUANTIZE/DEQUANTIZE.
-INT8_OPTIONS = {"io_dtype": "int8", "full_integer": True, "max_calibration_samples": 200,
-                "random_calibration_samples": 16, "seed": 0}
+INT8_OPTIONS = (
+    Option("io_dtype", str, "int8", "the type of the model's inputs and outputs: int8, uint8 or float32"),
+    Option("full_integer", bool, True, "fail a model that keeps a float operator, naming those operators"),
+    Option("max_calibration_samples", int, 200, "at most this many calibration samples are used"),
+    Option("random_calibration_samples", int, 16, "seeded random samples used when there is no calibration"),
+    Option("seed", int, 0, "seed of those random samples"),
+)
+PRECISION_REQUESTS = {
+    "int8": Request("int8", "precision", "int8", description="static int8 (weights and activations, calibrated)"),
+    "fp16": Request("fp16", "precision", "fp16", description="float16 weights and activations"),
+}
+OPSET = (Option("opset", int, ONNX_OPSET, "the ONNX opset to convert to"),)
 
 
 def _tflite_steps(source: str, accepts: Requirement, seconds_offset: float) -> list[Step]:
@@ -56,7 +66,9 @@ def _tflite_steps(source: str, accepts: Requirement, seconds_offset: float) -> l
             seconds=terms["seconds"] + seconds_offset, seconds_per_mb=0.1,
             fidelity_loss=terms["fidelity_loss"], size_ratio=terms["size_ratio"],
             needs_calibration=precision == "int8",
-            options={"precision": precision, **(INT8_OPTIONS if precision == "int8" else {})},
+            options=(Option("precision", str, precision, "set by the step: the precision it converts to"),
+                     *(INT8_OPTIONS if precision == "int8" else ())),
+            satisfies=tuple(PRECISION_REQUESTS[p] for p in (precision,) if p in PRECISION_REQUESTS),
             requires=(TENSORFLOW,), extra=EXTRA,
         ))
     return steps
@@ -128,7 +140,7 @@ def hub_converters() -> list[Step]:
             produces={"format": "onnx", "graph": "raw"},
             run="hub_tensorflow.onnx_export:keras_to_onnx",
             description=f"Keras 3 model -> ONNX with tf2onnx.convert.from_keras (opset {ONNX_OPSET})",
-            seconds=8.0, seconds_per_mb=0.1, options={"opset": ONNX_OPSET},
+            seconds=8.0, seconds_per_mb=0.1, options=OPSET,
             requires=(TENSORFLOW, KERAS, TF2ONNX, ONNX), extra=EXTRA,
         ),
         Step(
@@ -137,7 +149,7 @@ def hub_converters() -> list[Step]:
             produces={"format": "onnx", "graph": "raw"},
             run="hub_tensorflow.onnx_export:savedmodel_to_onnx",
             description=f"SavedModel -> ONNX with tf2onnx (serving_default, opset {ONNX_OPSET})",
-            seconds=10.0, seconds_per_mb=0.1, options={"opset": ONNX_OPSET},
+            seconds=10.0, seconds_per_mb=0.1, options=OPSET,
             requires=(TENSORFLOW, TF2ONNX, ONNX), extra=EXTRA,
         ),
         Step(
@@ -149,7 +161,7 @@ def hub_converters() -> list[Step]:
             run="hub_tensorflow.onnx_export:tflite_to_onnx",
             description=f"float32 TFLite (or float16 weights, widened) -> ONNX with tf2onnx.convert.from_tflite "
                         f"(opset {ONNX_OPSET})",
-            seconds=8.0, seconds_per_mb=0.1, options={"opset": ONNX_OPSET},
+            seconds=8.0, seconds_per_mb=0.1, options=OPSET,
             requires=(TENSORFLOW, TF2ONNX, ONNX), extra=EXTRA,
         ),
     ]

@@ -2,13 +2,12 @@
 SavedModels through their serving_default signature. Outputs come back in the model's order, flattened."""
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from hub import kit
 from hub.errors import UnsupportedModelError, UsageError
 from hub_tensorflow.describe import output_order, serving_signature
 from hub_tensorflow.detect import is_keras_archive, is_keras_h5, is_savedmodel
@@ -38,14 +37,7 @@ def median_latency_ms(model_path: Path, sample: Feed, threads: int, repeats: int
                       options: Mapping[str, Any] | None = None) -> float:
     """Median milliseconds of one call, after warm-up calls that are not counted."""
     infer = load_inference(Path(model_path), threads, options)
-    for _ in range(WARM_UP_RUNS):
-        infer(sample)
-    timings = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        infer(sample)
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+    return kit.median_latency_ms(lambda: infer(sample), repeats, warmup=WARM_UP_RUNS)
 
 
 def load_inference(model_path: Path, threads: int, options: Mapping[str, Any] | None) -> Inference:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import StepFailedError, UsageError
 from hub_tensorflow import INT8_OPTIONS
 from hub_tensorflow.models import load_keras_model
@@ -55,7 +55,7 @@ def _convert(ctx: StepContext, make_converter: Callable[[StepContext], Any], pre
     elif precision == "int8-dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "int8":
-        options = {**INT8_OPTIONS, **ctx.options}
+        options = {**defaults_of(INT8_OPTIONS), **ctx.options}
         io_dtype = str(options["io_dtype"])
         if io_dtype not in IO_DTYPES:
             raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
@@ -71,7 +71,7 @@ def _convert(ctx: StepContext, make_converter: Callable[[StepContext], Any], pre
         raise _conversion_error(error, precision) from error
     output = ctx.workdir / f"model.{precision}.tflite"
     output.write_bytes(flatbuffer)
-    if precision == "int8" and {**INT8_OPTIONS, **ctx.options}["full_integer"]:
+    if precision == "int8" and {**defaults_of(INT8_OPTIONS), **ctx.options}["full_integer"]:
         check_full_integer(output)
     ctx.notes["precision"] = precision
     return output

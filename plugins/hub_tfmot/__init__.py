@@ -6,15 +6,23 @@ Declarations only; the step is in hub_tfmot.prune.
 """
 from __future__ import annotations
 
-from hub.declarations import Step
+from hub.declarations import Option, Request, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
 TFMOT = "tensorflow-model-optimization>=0.8"
 TF_KERAS = "tf-keras>=2.16"
 TENSORFLOW = "tensorflow>=2.16"
-PRUNE_OPTIONS = {"sparsity": 0.5, "scope": "layer", "exempt_depthwise": True, "exempt_first_layer": True,
-                 "random_samples": 16, "seed": 0}
+PRUNE_OPTIONS = (
+    Option("sparsity", float, 0.5, "the fraction of each layer's weights set to zero", between=(0.0, 1.0)),
+    Option("scope", str, "layer", "layer only: tfmot prunes each layer to the same sparsity"),
+    Option("exempt_depthwise", bool, True, "leave depthwise convolutions dense"),
+    Option("exempt_first_layer", bool, True, "leave the first layer dense"),
+    Option("random_samples", int, 16, "seeded random samples used when there is no calibration"),
+    Option("seed", int, 0, "seed of those random samples"),
+)
+PRUNE = Request("prune", "traits", "pruned", "sparsity",
+                "global magnitude pruning to this fraction of zero weights (e.g. prune:0.5)")
 
 
 @hookimpl
@@ -31,7 +39,7 @@ def hub_compressors() -> list[Step]:
             # about 8 s in fact (TensorFlow's import); priced below the ONNX pruning step (6 s) so that a Keras
             # source prunes in Keras, as a torch source prunes in torch, and a TFLite route can carry it
             seconds=5.0, seconds_per_mb=0.1, fidelity_loss=0.02, size_ratio=1.0,
-            needs_calibration=True, options=PRUNE_OPTIONS,
+            needs_calibration=True, options=PRUNE_OPTIONS, satisfies=(PRUNE,),
             requires=(TFMOT, TF_KERAS, TENSORFLOW), extra="tfmot",
         )
     ]

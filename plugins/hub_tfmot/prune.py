@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from hub.declarations import StepContext
+from hub.declarations import StepContext, defaults_of
 from hub.errors import MissingDependencyError, UsageError
+from hub.kit import exempt_layers
 from hub.report import compressed_size
 from hub_tfmot import PRUNE_OPTIONS
 
@@ -21,7 +22,7 @@ from hub_tfmot import PRUNE_OPTIONS
 def prune_keras_h5(ctx: StepContext) -> Path:
     """keras-h5 fp32 -> +pruned: each prunable Conv/Dense kernel reaches `sparsity` zeros (tfmot prunes per
     layer: scope "global" is refused rather than silently done per layer)."""
-    options = {**PRUNE_OPTIONS, **ctx.options}
+    options = {**defaults_of(PRUNE_OPTIONS), **ctx.options}
     sparsity = float(options["sparsity"])
     if not 0 <= sparsity < 1:
         raise UsageError(f"option sparsity={sparsity} must be a fraction in [0, 1)")
@@ -43,12 +44,8 @@ def prune_keras_h5(ctx: StepContext) -> Path:
 
     model = load_keras_h5_model(ctx.input_path, ctx.options)
     layers = [layer for layer in model.layers if _kernel(layer) is not None]
-    exempt: dict[str, str] = {}
-    for index, layer in enumerate(layers):
-        if index == 0 and options["exempt_first_layer"]:
-            exempt[layer.name] = "first layer: few weights, and every later feature depends on it"
-        elif isinstance(layer, tf_keras.layers.DepthwiseConv2D) and options["exempt_depthwise"]:
-            exempt[layer.name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    exempt = exempt_layers([(layer.name, isinstance(layer, tf_keras.layers.DepthwiseConv2D)) for layer in layers],
+                           options)
     schedule = tfmot.sparsity.keras.ConstantSparsity(sparsity, begin_step=0, end_step=-1, frequency=1)
     prunable = {layer.name for layer in layers if layer.name not in exempt}
 

@@ -3,14 +3,17 @@ compressors on torch.export programs (magnitude pruning, weight clipping, channe
 eager PyTorch backend. This module holds declarations only; it imports neither torch nor onnx."""
 from __future__ import annotations
 
-from hub.declarations import LATER_PRECISIONS, Backend, Format, Step
+from hub.declarations import Backend, Format, Option, Step
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
+from hub_torch.options import (CHANNEL_OPTIONS, CLIP, CLIP_OPTIONS, DISTILL, DISTILL_OPTIONS, PRUNE, PRUNE_CHANNELS,
+                              PRUNE_OPTIONS)
 
 # ONNX Runtime 1.32 and its quantizer handle both. The dynamo exporter writes 18 natively (its default, 20, is
 # newer than some consumers read); the TorchScript exporter is most tested at 17.
 DYNAMO_OPSET = 18
 LEGACY_OPSET = 17
+OPSET_DOC = "the ONNX opset to export to"
 
 TORCH = "torch>=2.5"
 ONNX = "onnx>=1.16"
@@ -68,7 +71,7 @@ def hub_converters() -> list[Step]:
             description="ExportedProgram -> ONNX with torch.onnx.export(dynamo=True)",
             seconds=6.0,
             seconds_per_mb=0.03,
-            options={"opset": DYNAMO_OPSET},
+            options=(Option("opset", int, DYNAMO_OPSET, OPSET_DOC),),
             requires=(TORCH, ONNX, ONNXSCRIPT),
             extra="torch",
         ),
@@ -91,7 +94,7 @@ def hub_converters() -> list[Step]:
             description="TorchScript -> ONNX with the TorchScript (legacy) exporter",
             seconds=3.0,
             seconds_per_mb=0.02,
-            options={"opset": LEGACY_OPSET},
+            options=(Option("opset", int, LEGACY_OPSET, OPSET_DOC),),
             requires=(TORCH, ONNX),
             extra="torch",
         ),
@@ -125,7 +128,7 @@ def hub_compressors() -> list[Step]:
             description="zero the smallest conv/linear weights (L1 magnitude, global or per layer; first and "
                         "depthwise layers exempt by default) in the ExportedProgram's parameters",
             seconds=4.0, seconds_per_mb=0.02, fidelity_loss=0.02, size_ratio=1.0,
-            options={"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True},
+            options=PRUNE_OPTIONS, satisfies=(PRUNE,),
             requires=(TORCH,), extra="torch",
         ),
         Step(
@@ -136,7 +139,7 @@ def hub_compressors() -> list[Step]:
             run="hub_torch.prune:clip_weights",
             description="zero every conv/linear weight whose magnitude is below `threshold`",
             seconds=4.0, seconds_per_mb=0.02, fidelity_loss=0.005, size_ratio=1.0,
-            options={"threshold": 1e-3},
+            options=CLIP_OPTIONS, satisfies=(CLIP,),
             requires=(TORCH,), extra="torch",
         ),
         Step(
@@ -148,7 +151,7 @@ def hub_compressors() -> list[Step]:
             description="remove whole channels with Torch-Pruning (dependency graph, L1 importance) and "
                         "re-export: a smaller, faster model",
             seconds=8.0, seconds_per_mb=0.1, fidelity_loss=0.05, size_ratio=0.6,
-            options={"sparsity": 0.3, "round_to": 8, "exempt_output_layers": True},
+            options=CHANNEL_OPTIONS, satisfies=(PRUNE_CHANNELS,),
             requires=(TORCH, TORCH_PRUNING), extra="pruning",
         ),
         # Two distillation edges, one per compression it recovers from: a Requirement names the traits a state
@@ -163,9 +166,8 @@ def hub_compressors() -> list[Step]:
                         "steps (AdamW, cosine decay; image samples randomly cropped and flipped), pruned weights "
                         "kept at zero; from halfway on at int8-rounded weights when the route goes on to int8",
             seconds=120.0, seconds_per_mb=5.0, fidelity_loss=0.0, size_ratio=1.0,
-            options={"steps": 300, "max_seconds": 600.0, "batch": 16, "lr": 3e-4, "temperature": 4.0,
-                     "feature_weight": 20.0, "augment": True, "quantization_aware": True,
-                     "quantization_aware_from": 0.5, LATER_PRECISIONS: []},
+            options=DISTILL_OPTIONS, satisfies=(DISTILL,),
+            wants_later_precisions=True, time_budget_option="max_seconds",
             requires=(TORCH,), extra="torch", timeout=1800.0,
         ) for suffix, trait in (("", "pruned"), ("-channels", "channels-pruned"))],
     ]

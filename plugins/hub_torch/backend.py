@@ -1,13 +1,12 @@
 """The "torch" backend: runs torch.export archives and TorchScript files in eager PyTorch on the CPU."""
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from hub import kit
 from hub.errors import UnsupportedModelError
 from hub_torch.describe import load_torchscript, torchscript_input_names
 from hub_torch.detect import is_torch_export, is_torchscript
@@ -33,15 +32,8 @@ def latency(model_path: Path, sample: dict[str, np.ndarray], threads: int, repea
 
     torch.set_num_threads(threads)
     infer = load_inference(Path(model_path))
-    timings = []
     with torch.no_grad():
-        for _ in range(WARM_UP_RUNS):
-            infer(sample)
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            infer(sample)
-            timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
+        return kit.median_latency_ms(lambda: infer(sample), repeats, warmup=WARM_UP_RUNS)
 
 
 def load_inference(model_path: Path) -> Inference:

@@ -45,30 +45,13 @@ from hub.declarations import LATER_PRECISIONS, StepContext
 from hub.errors import UsageError
 from hub.report import compressed_size
 from hub_torch.detect import is_torch_export, is_torchscript
+from hub_torch.options import DISTILL_DEFAULTS
 from hub_torch.prune import save_program
 from hub_torch.tensors import call_program, load_program, program_input_names, program_input_specs
 
 if TYPE_CHECKING:
     import torch
 
-DISTILL_DEFAULTS = {
-    "steps": 300,            # optimizer steps; the bound on the work done
-    "max_seconds": 600.0,    # and on the wall time: training stops at whichever comes first
-    "batch": 16,
-    "lr": 3e-4,              # AdamW, warm-up then cosine decay over the steps or the seconds, whichever ends first
-    "warmup_steps": 10,
-    "temperature": 4.0,
-    "kl_weight": 1.0,        # KL(teacher || student) on temperature-softened class scores (2-D outputs)
-    "mse_weight": 1.0,       # MSE on the raw outputs (every output)
-    "feature_weight": 20.0,  # MSE on what the pruned layers see, relative to the teacher's (0: outputs only)
-    "holdout_fraction": 0.2,  # samples kept out of training to report fidelity before/after
-    "augment": True,         # random crops and flips of image inputs (one NCHW input), labelled by the teacher
-    "min_crop": 0.5,         # the smallest crop side, as a fraction of the image side
-    "seed": 0,
-    "quantization_aware": True,  # train at int8-rounded weights when the route goes on to int8 (WeightRounding)
-    "quantization_aware_from": 0.5,  # from this fraction of the training on (0: from the start)
-    LATER_PRECISIONS: [],    # filled in by the hub: the precisions the route goes on to
-}
 MAX_HOLDOUT = 64
 MIN_IMAGE_SIDE = 32
 MAX_IMAGE_CHANNELS = 4

@@ -15,22 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from hub.declarations import StepContext
 from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub import kit
+from hub.kit import exempt_layers, magnitude_threshold
 from hub.report import compressed_size
 from hub.states import TensorSpec
+from hub_torch.options import CHANNEL_DEFAULTS, CLIP_DEFAULTS, PRUNE_DEFAULTS
 from hub_torch.tensors import example_tensors, load_program, program_input_specs, quiet_torch_deprecations
 
 if TYPE_CHECKING:
     import torch
     from torch.export import ExportedProgram
 
-PRUNE_DEFAULTS = {"sparsity": 0.5, "scope": "global", "exempt_depthwise": True, "exempt_first_layer": True}
-CLIP_DEFAULTS = {"threshold": 1e-3, "exempt_depthwise": False, "exempt_first_layer": False}
-# Widths in multiples of 8 keep the convolution kernels' SIMD blocks full: measured on EfficientNet-Lite0, odd
-# widths made the 30%-pruned model slower than the unpruned one under ONNX Runtime.
-CHANNEL_DEFAULTS = {"sparsity": 0.3, "round_to": 8, "exempt_output_layers": True}
 CONV_OPS = ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 LINEAR_OPS = ("linear",)
-LAYERS_IN_NOTES = 40
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ def channel_prune(ctx: StepContext) -> Path:
                      parameters_after=parameters_after,
                      parameter_ratio=round(parameters_after / max(parameters_before, 1), 4),
                      exempt_layers={name: "produces a model output" for name in _module_names(module, ignored)},
-                     output_widths=dict(list(widths.items())[:LAYERS_IN_NOTES]), **compressed_size(output))
+                     output_widths=dict(list(widths.items())[:kit.LAYERS_IN_NOTES]), **compressed_size(output))
     return output
 
 
@@ -194,21 +191,13 @@ def weight_layers(program: "ExportedProgram") -> list[WeightLayer]:
 
 def split_exempt(layers: list[WeightLayer], options: dict[str, Any]) -> tuple[list[WeightLayer], dict[str, str]]:
     """The layers to prune, and the exempt ones with the reason."""
-    exempt: dict[str, str] = {}
-    for index, layer in enumerate(layers):
-        if index == 0 and options.get("exempt_first_layer"):
-            exempt[layer.name] = "first layer: few weights, and every later feature depends on it"
-        elif layer.depthwise and options.get("exempt_depthwise"):
-            exempt[layer.name] = "depthwise convolution: one small filter per channel, pruning it removes features"
+    exempt = exempt_layers([(layer.name, layer.depthwise) for layer in layers], options)
     return [layer for layer in layers if layer.name not in exempt], exempt
 
 
 def kth_smallest(magnitudes: "torch.Tensor", fraction: float) -> float:
-    """The magnitude at or below which `fraction` of the values lie (0 keeps everything)."""
-    count = int(round(fraction * magnitudes.numel()))
-    if count <= 0:
-        return -1.0
-    return float(magnitudes.kthvalue(count).values)
+    """The magnitude at or below which `fraction` of the values lie (-1: none)."""
+    return magnitude_threshold(magnitudes.detach().cpu().numpy(), fraction)
 
 
 def zero_below(tensor: "torch.Tensor", threshold: float) -> None:
@@ -220,24 +209,10 @@ def zero_below(tensor: "torch.Tensor", threshold: float) -> None:
 
 def sparsity_notes(weights: dict, layers: list[WeightLayer], prunable: list[WeightLayer],
                    exempt: dict[str, str]) -> dict[str, Any]:
-    def zeros(group: list[WeightLayer]) -> tuple[int, int]:
-        return (sum(int((weights[layer.name] == 0).sum()) for layer in group),
-                sum(weights[layer.name].numel() for layer in group))
-
-    pruned_zeros, pruned_total = zeros(prunable)
-    all_zeros, all_total = zeros(layers)
+    layer_zeros = {layer.name: (int((weights[layer.name] == 0).sum()), weights[layer.name].numel())
+                   for layer in layers}
     parameters = sum(t.numel() for t in weights.values())
-    per_layer = {layer.name: round(float((weights[layer.name] == 0).float().mean()), 4) for layer in layers}
-    return {
-        "sparsity": round(pruned_zeros / max(pruned_total, 1), 4),          # over the prunable weights
-        "sparsity_all_weights": round(all_zeros / max(all_total, 1), 4),    # conv/linear weights incl. exempt ones
-        "sparsity_all_parameters": round(all_zeros / max(parameters, 1), 4),
-        "zero_weights": all_zeros,
-        "layers_pruned": len(prunable),
-        "layer_sparsity": dict(list(per_layer.items())[:LAYERS_IN_NOTES]),
-        "layer_sparsity_range": [min(per_layer.values(), default=0.0), max(per_layer.values(), default=0.0)],
-        "exempt_layers": exempt,
-    }
+    return kit.sparsity_notes(layer_zeros, {layer.name for layer in prunable}, exempt, parameters)
 
 
 def save_program(program: "ExportedProgram", path: Path) -> Path:

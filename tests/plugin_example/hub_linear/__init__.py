@@ -1,9 +1,9 @@
 """A third-party plugin, packaged on its own: a format for linear models stored as .npz (weight, bias), a
-converter from it to ONNX, a numpy backend that runs it, and a target. It knows the hub only through the
-`hub` entry-point group and the public declarations."""
+converter from it to ONNX, a compressor that `--compress round:DECIMALS` requests, a numpy backend that runs it,
+and a target. It knows the hub only through the `hub` entry-point group and the public declarations."""
 from __future__ import annotations
 
-from hub.declarations import Backend, Format, Step, Target, Tolerance
+from hub.declarations import Backend, Format, Option, Request, Step, Target, Tolerance
 from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
@@ -21,6 +21,17 @@ def hub_converters() -> list[Step]:
                  produces={"format": "onnx", "graph": "raw"}, run="hub_linear.model:to_onnx",
                  description="writes the linear model as one ONNX Gemm node", seconds=0.5,
                  requires=("onnx>=1.16",))]
+
+
+@hookimpl
+def hub_compressors() -> list[Step]:
+    return [Step(name="linear-round", accepts=Requirement.of(format="linear-npz", precision="fp32"),
+                 produces={"traits": "+rounded"}, run="hub_linear.model:round_weights",
+                 description="rounds the weights to a number of decimals (a compressor's smallest example)",
+                 seconds=0.2, fidelity_loss=0.001, min_cosine=0.99,
+                 options=(Option("decimals", int, 2, "decimals kept in each weight"),),
+                 satisfies=(Request("round", "traits", "rounded", "decimals",
+                                    "round the linear model's weights to this many decimals (e.g. round:1)"),))]
 
 
 @hookimpl

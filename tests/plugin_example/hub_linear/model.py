@@ -47,6 +47,15 @@ def to_onnx(ctx: StepContext) -> Path:
     return output
 
 
+def round_weights(ctx: StepContext) -> Path:
+    weight, bias = _load(ctx.input_path)
+    decimals = int(ctx.options["decimals"])
+    output = ctx.workdir / "rounded.npz"
+    np.savez(output, weight=np.round(weight, decimals), bias=bias, hub_linear=np.array(1))
+    ctx.notes["decimals"] = decimals
+    return output
+
+
 def run(model_path: Path, samples: list[dict[str, np.ndarray]], threads: int) -> list[list[np.ndarray]]:
     weight, bias = _load(model_path)
     return [[sample["x"].astype(np.float32) @ weight.T + bias] for sample in samples]
