@@ -84,19 +84,7 @@ class OutputFidelity:
         return cls(**{**data, "shape": tuple(data["shape"])})
 
     def violations(self, tolerance: Tolerance) -> list[str]:
-        found = []
-        if not self.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
-            found.append(f"cosine {self.cosine:.5f} < {tolerance.min_cosine}")
-        slice_bound = min_slice_cosine(tolerance)
-        if self.worst_slice_cosine is not None and not self.worst_slice_cosine >= slice_bound:
-            found.append(f"slice {self.worst_slice} along axis {self.slice_axis} has cosine "
-                         f"{self.worst_slice_cosine:.4f} < {slice_bound:.4g}")
-        if tolerance.min_top1 is not None and self.top1_agreement is not None \
-                and self.top1_agreement < tolerance.min_top1:
-            found.append(f"top-1 agreement {self.top1_agreement:.3f} < {tolerance.min_top1}")
-        if tolerance.max_abs is not None and not self.max_abs <= tolerance.max_abs:
-            found.append(f"max-abs {self.max_abs:.3g} > {tolerance.max_abs}")
-        return found
+        return _violations(self, tolerance)
 
 
 @dataclass(frozen=True)
@@ -138,20 +126,27 @@ class Fidelity:
 
     def violations(self, tolerance: Tolerance) -> list[str]:
         if not self.outputs:  # a summary without per-output figures (e.g. built by hand)
-            return _summary_violations(self, tolerance)
+            return _violations(self, tolerance)
         several = len(self.outputs) > 1
         return [f"output {o.name}: {v}" if several else v for o in self.outputs for v in o.violations(tolerance)]
 
 
-def _summary_violations(fidelity: Fidelity, tolerance: Tolerance) -> list[str]:
+def _violations(figures: "OutputFidelity | Fidelity", tolerance: Tolerance) -> list[str]:
+    """What an output (or a summary of outputs) misses of the tolerance; the slice bound applies to outputs
+    measured slice by slice."""
     found = []
-    if not fidelity.cosine >= tolerance.min_cosine:
-        found.append(f"cosine {fidelity.cosine:.5f} < {tolerance.min_cosine}")
-    if tolerance.min_top1 is not None and fidelity.top1_agreement is not None \
-            and fidelity.top1_agreement < tolerance.min_top1:
-        found.append(f"top-1 agreement {fidelity.top1_agreement:.3f} < {tolerance.min_top1}")
-    if tolerance.max_abs is not None and not fidelity.max_abs <= tolerance.max_abs:
-        found.append(f"max-abs {fidelity.max_abs:.3g} > {tolerance.max_abs}")
+    if not figures.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
+        found.append(f"cosine {figures.cosine:.5f} < {tolerance.min_cosine}")
+    axis = getattr(figures, "slice_axis", None)
+    if axis is not None and figures.worst_slice_cosine is not None \
+            and not figures.worst_slice_cosine >= min_slice_cosine(tolerance):
+        found.append(f"slice {figures.worst_slice} along axis {axis} has cosine {figures.worst_slice_cosine:.4f} "
+                     f"< {min_slice_cosine(tolerance):.4g}")
+    if tolerance.min_top1 is not None and figures.top1_agreement is not None \
+            and figures.top1_agreement < tolerance.min_top1:
+        found.append(f"top-1 agreement {figures.top1_agreement:.3f} < {tolerance.min_top1}")
+    if tolerance.max_abs is not None and not figures.max_abs <= tolerance.max_abs:
+        found.append(f"max-abs {figures.max_abs:.3g} > {tolerance.max_abs}")
     return found
 
 
