@@ -104,6 +104,7 @@ class RouteRunner:
                 climbed.append({"options": dict(rung), "error": error.message})
                 continue
             rung_violations = record.fidelity.violations(tolerance) if record.fidelity else []
+            rung_violations += _oversized(planned, artifact, record)
             climbed.append(_rung_record(rung, record, rung_violations))
             if not rung_violations:
                 return replace(record, notes={**record.notes, "ladder": climbed}), output
@@ -158,6 +159,19 @@ class RouteRunner:
         backend = self.verifier.backend_for(state.format)
         return FinalRecord(str(output_path), state.format, str(state), artifact_bytes(artifact),
                            backend.name if backend else "-", latency, source_latency, fidelity)
+
+
+LADDER_SIZE_SLACK = 2.0
+
+
+def _oversized(planned: PlannedStep, artifact: Path, record: StepRecord) -> list[str]:
+    """A rung that keeps so much in higher precision that the file loses the step's point (an "int8" model as
+    large as the float one) does not pass: it may grow to LADDER_SIZE_SLACK times the size the step declares."""
+    limit = LADDER_SIZE_SLACK * planned.step.size_ratio
+    ratio = record.bytes / max(artifact_bytes(artifact), 1)
+    if planned.step.size_ratio >= 1.0 or ratio <= limit:
+        return []
+    return [f"size {ratio:.2f}x its input, over the {limit:.2f}x a rung of {planned.name} may reach"]
 
 
 def _rung_record(rung: Mapping[str, Any] | None, record: StepRecord, violations: list[str]) -> dict[str, Any]:

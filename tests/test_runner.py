@@ -103,3 +103,20 @@ def test_a_compressed_first_artifact_cannot_become_the_reference(tmp_path):
         verifier._adopt(source, ModelState("onnx", precision="int8"), int8, "quantize")
     verifier._adopt(source, ModelState("onnx"), int8, "export")
     assert verifier.reference is not None and not verifier.reference.is_source
+
+
+def test_a_ladder_rung_may_not_grow_the_file_past_twice_what_its_step_promises(tmp_path):
+    from hub.report import StepRecord
+    from hub.runner import _oversized
+
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"x" * 1000)
+    quantize = PlannedStep(Step("quantize", Requirement.of(), {}, "x:y", size_ratio=0.27), "test", "compressor",
+                           ONNX, ONNX, 1.0, 1.0)
+
+    def record(size: int) -> StepRecord:
+        return StepRecord("quantize", "test", "compressor", "onnx", 1.0, size, None)
+
+    assert _oversized(quantize, source, record(500)) == []
+    assert _oversized(quantize, source, record(1020)) == ["size 1.02x its input, over the 0.54x a rung of quantize "
+                                                          "may reach"]
