@@ -21,7 +21,7 @@ from hub.inputs import (SampleSet, load_samples, merge_specs, parse_input_flag, 
                         with_sample_shapes)
 from hub.planner import Route, available_steps, enumerate_routes, explain_no_route, plan_routes, weights_for
 from hub.plugins import Catalog, install_hint, load_catalog, missing_for
-from hub.report import Report, RouteFailure, StepRecord
+from hub.report import FinalRecord, Report, RouteFailure, StepRecord
 from hub.requests import CompressionRequest, ConstrainedTarget, apply_requests
 from hub.runner import Progress, RouteRunner, RunSettings, SilentProgress, write_atomically, write_text_atomically
 from hub.sources import Source, detect_source, save_in_memory_model
@@ -282,6 +282,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / _output_name(source.path, target.name, artifact)
         report.final = runner.final_record(artifact, destination, route, records)
+        report.warnings += slower_than_source(report.final)
         if verify:
             report.final = replace(report.final, distributions=final_distributions(runner, artifact))
         for platform in check_on:
@@ -333,6 +334,15 @@ class RouteAttempts:
         for route in self.routes:
             report.versions.update(_versions(route, catalog, target))
         return report
+
+
+def slower_than_source(final: FinalRecord) -> list[str]:
+    """A warning when the delivered model runs slower than its source (a quantization that kept much in higher
+    precision, or a small model where quantizing costs more than it saves)."""
+    if not final.latency_ms or not final.source_latency_ms or final.latency_ms <= final.source_latency_ms:
+        return []
+    return [f"the result runs slower than the source: {final.latency_ms:.3g} ms vs {final.source_latency_ms:.3g} ms "
+            f"per batch-1 inference on {final.backend}"]
 
 
 def final_distributions(runner: RouteRunner, artifact: Path) -> list[dict]:
