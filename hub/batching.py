@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import yaml
 from yaml.constructor import SafeConstructor
 
-from hub.cache import default_cache_root, digest_path, step_key
+from hub.cache import default_cache_root, digest_path, distribution_versions, step_key
 from hub.errors import UsageError
 from hub.plugins import load_catalog
 from hub.requests import CompressionRequest
@@ -292,7 +292,7 @@ class _JobsParser:
 
     def compression(self, text: str, line: int) -> str:
         try:
-            request = CompressionRequest.parse(text)
+            request = CompressionRequest.parse(text, load_catalog())
         except (UsageError, ValueError) as error:
             raise self.fail(line, getattr(error, "message", str(error)), "compress") from None
         if request.kind == "distill" and request.argument:  # a sample file, relative to the jobs file
@@ -477,7 +477,6 @@ def batch(jobs: str | Path | dict, *, output: str | Path = "release", executor: 
     (failed ones are run again only with retry_failed). One job failing, crashing or timing out never stops the
     others. Returns the table, also written to OUTPUT/batch.json and OUTPUT/batch.csv.
     """
-    from hub.api import hub_version
     from hub.executors import executor_for
 
     started = time.perf_counter()
@@ -493,7 +492,7 @@ def batch(jobs: str | Path | dict, *, output: str | Path = "release", executor: 
     with _exclusive(out):
         journal = Journal(out)
         previous = journal.finished()
-        version = hub_version()
+        version = distribution_versions(("conversion-hub",))["conversion-hub"]
         keys = {job.id: job_key(job, version) for job in job_list}
         outcomes: dict[str, JobOutcome] = {}
         for job in job_list:

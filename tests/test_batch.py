@@ -81,7 +81,7 @@ jobs:
     ("jobs:\n  - model: a.onnx\n    to: cpu-int8\n    colour: red\n", "line 4: field `colour`: not a job field"),
     ("jobs:\n  - model: a.onnx\n", "line 2: field `to`: missing"),
     ("matrix:\n  models: [a.onnx]\n  targets: [cpu-int8]\n  compress: prune:2\n",
-     "line 4: field `compress`: prune:2: the fraction must be between 0 and 1"),
+     "line 4: field `compress`: prune: sparsity=2: must be between 0 and 1"),
     ("jobs:\n  - model: a.onnx\n    to: [cpu-int8\n", "line 4: not valid YAML"),
     ("matrix:\n  models: [a.onnx, a.onnx]\n  targets: [cpu-int8]\n", "job a/cpu-int8 appears twice"),
     ("target: cpu-int8\n", "line 1: field `target`: unknown section"),
@@ -119,7 +119,7 @@ def test_batch_runs_each_job_once_and_journal_reruns_only_what_changed(tmp_path)
             outcome = by_job[model, target]
             folder = release / model / target
             assert outcome.ok and outcome.cosine >= 0.98 and outcome.bytes > 500
-            assert sorted(p.name for p in folder.iterdir()) == sorted([f"{model}.{target}.onnx", "report.json"])
+            assert sorted(p.name for p in folder.iterdir()) == sorted([f"{model}.{target}.onnx", "report.html", "report.json"])
             assert json.loads((folder / "report.json").read_text())["final"]["path"] == outcome.output
     assert not (release / "broken").exists() and not (release / ".hub-batch" / "staging").exists()
     table = json.loads((release / "batch.json").read_text())
