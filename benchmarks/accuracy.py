@@ -207,6 +207,10 @@ def main() -> None:
     write(rows, args)
 
 
+def _figure(row: dict, key: str, digits: int) -> str:
+    return "-" if row.get(key) is None else f"{row[key]:.{digits}f}"
+
+
 def write(rows: dict[str, dict], args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "accuracy.json").write_text(json.dumps(rows, indent=2))
@@ -214,17 +218,22 @@ def write(rows: dict[str, dict], args: argparse.Namespace) -> None:
              f"`python benchmarks/accuracy.py` ({args.calibration} calibration crops of five photos, {args.heldout} "
              "held-out crops of four other photos; every model compared with the fp32 ONNX model on the held-out "
              f"crops; latency: ONNX Runtime, batch 1, {THREADS} threads, round-robin).", "",
+             "The fp32 ONNX model comes from torch.onnx's TorchScript exporter (opset 17); every row quantizes that "
+             "same file. The hub judges each rung of its ladder on its verification samples, which are calibration "
+             "crops; the table judges every row on held-out crops. NNCF's accuracy control validates on calibration "
+             "crops too (top-1 agreement with fp32, at most 1% lower); a run with --reuse takes its model from an "
+             "earlier run (it took about 30 minutes on 2 busy cores).", "",
              "| method | top-1 agreement | top-5 containment | logit cosine | size vs fp32 | latency ms | "
              "vs plain int8 | seconds | notes |", "|---|---|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
-        notes = f"failed: {row['failed'].splitlines()[0]} (and {len(row['failed'].splitlines()) - 1} more routes)" \
+        notes = "failed: " + " / ".join(line.strip() for line in row["failed"].splitlines()) \
             if row.get("failed") else ""
         if "rung" in row:
             notes = f"route {' -> '.join(row['route'])}; rung: {row['rung']} after {row['rungs_tried']} tried"
             if row.get("kept_float"):
                 notes += f"; kept float: {', '.join(row['kept_float'])}"
-        lines.append(f"| {label} | {row.get('top1_agreement', 0):.3f} | {row.get('top5_containment', 0):.3f} | "
-                     f"{row.get('cosine', 0):.4f} | {row.get('size_ratio', 0):.3f} | {row.get('latency_ms', '-')} | "
+        lines.append(f"| {label} | {_figure(row, 'top1_agreement', 3)} | {_figure(row, 'top5_containment', 3)} | "
+                     f"{_figure(row, 'cosine', 4)} | {_figure(row, 'size_ratio', 3)} | {row.get('latency_ms', '-')} | "
                      f"{row.get('latency_vs_plain_int8', '-')} | {row.get('seconds', '-')} | {notes} |")
     for label, row in rows.items():
         if row.get("ladder"):
