@@ -168,10 +168,17 @@ OUTPUT_NAMES_KEY = "names"
 
 def save_outputs(path: Path, outputs: list[list[np.ndarray]], names: list[str] | None = None) -> None:
     """Outputs per sample, and the outputs' names where the backend knows them ("" for an unknown one)."""
-    arrays = {f"{i}/{j}": np.asarray(o) for i, sample in enumerate(outputs) for j, o in enumerate(sample)}
+    arrays = {f"{i}/{j}": _portable(o) for i, sample in enumerate(outputs) for j, o in enumerate(sample)}
     if names:
         arrays[OUTPUT_NAMES_KEY] = np.array(names, dtype=np.str_)
     np.savez(path, **arrays)
+
+
+def _portable(value: object) -> np.ndarray:
+    """An output as an array numpy reads back anywhere: extension floats (bfloat16, float8 from ml_dtypes) are
+    saved as float32, since an .npz stores them as opaque bytes that nothing can cast back."""
+    array = np.asarray(value)
+    return array.astype(np.float32) if array.dtype.kind == "V" and array.dtype.itemsize <= 4 else array
 
 
 def load_outputs(path: Path) -> list[list[np.ndarray]]:

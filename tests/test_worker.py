@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hub.errors import StepFailedError, UsageError
@@ -70,3 +71,13 @@ def test_a_step_that_bounds_its_own_time_gets_a_timeout_long_enough_for_it():
     undeclared = Step(name="convert", accepts=Requirement.of(format="x"), produces={"format": "y"}, run="x:y")
     assert worker_timeout(undeclared, {}, 900.0) == 900.0  # the runner's default
     assert worker_timeout(undeclared, {"budget": 2400.0}, 900.0) == 900.0  # not its time budget: no effect
+
+
+def test_bfloat16_outputs_cross_the_worker_boundary_as_float32(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from hub.worker import load_outputs, save_outputs
+
+    output = np.array([[1.5, -2.25, 3.0]], dtype=ml_dtypes.bfloat16)
+    save_outputs(tmp_path / "outputs.npz", [[output]])
+    (loaded,) = load_outputs(tmp_path / "outputs.npz")[0]
+    assert loaded.dtype == np.float32 and loaded.tolist() == [[1.5, -2.25, 3.0]]
