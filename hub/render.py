@@ -106,7 +106,7 @@ def print_conversion(result: Any) -> None:
         stdout.print(f"[yellow]fell back:[/] {' -> '.join(failure.route)} failed at {failure.step}: {failure.reason}")
     for warning in report.warnings:
         stdout.print(f"[yellow]warning:[/] {warning}")
-    stdout.print(f"wrote {result.path} and {result.path.parent / 'report.json'}")
+    stdout.print(f"wrote {result.path}, {result.path.parent / 'report.json'} and {result.path.parent / 'report.html'}")
 
 
 def print_platform_check(check: Any) -> None:
