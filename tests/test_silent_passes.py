@@ -1,0 +1,136 @@
+"""No silent passes: on every verification path (each reference backend, each artifact backend, a quantizing
+step and its ladder, a reference that is the first float artifact, each kind of output), a wrong result is
+injected after the artifact ran and before it is compared, and the conversion must refuse it (exit 5, nothing
+written). The wrong results are subtle: most keep a whole-tensor cosine that a lax check would accept."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import hub
+from hub.states import ModelState
+from hub.verification import Verifier
+from hub.verify import Outputs
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.slow
+
+Corruption = Callable[[np.ndarray], np.ndarray]
+
+
+def swap_top_two_in_every_third_sample(array: np.ndarray) -> np.ndarray:
+    """Class scores whose best two classes trade places in a third of the samples."""
+    wrong = array.copy()
+    flat = wrong.reshape(-1, array.shape[-1])
+    for row in flat[::3]:
+        first, second = np.argsort(row)[-2:][::-1]
+        row[first], row[second] = row[second], row[first]
+    return wrong
+
+
+def invert_the_small_scores(array: np.ndarray) -> np.ndarray:
+    """A detector's mixed output with its scores (the small values beside pixel boxes) turned around."""
+    wrong = array.copy()
+    wrong[..., 4:] = 1.0 - wrong[..., 4:]
+    return wrong
+
+
+def corrupt(monkeypatch, corruption: Corruption, applies: Callable[[Verifier, Path, ModelState], bool]) -> list:
+    """Every artifact `applies` picks gives wrong outputs to the comparison; returns the artifacts hit."""
+    run_outputs, hit = Verifier.run_outputs, []
+
+    def wrong_outputs(self: Verifier, artifact: Path, state: ModelState) -> Outputs | None:
+        outputs = run_outputs(self, artifact, state)
+        if outputs is None or not applies(self, artifact, state):
+            return outputs
+        hit.append(state)
+        return Outputs([[corruption(array) for array in sample] for sample in outputs.samples], outputs.names)
+
+    monkeypatch.setattr(Verifier, "run_outputs", wrong_outputs)
+    return hit
+
+
+def not_the_source(verifier: Verifier, artifact: Path, state: ModelState) -> bool:
+    return artifact != verifier.source_path
+
+
+def quantized(verifier: Verifier, artifact: Path, state: ModelState) -> bool:
+    return state.precision != "fp32"
+
+
+def after_the_reference(verifier: Verifier, artifact: Path, state: ModelState) -> bool:
+    return verifier.reference is not None and artifact != verifier.reference.path
+
+
+def refused(model, target: str, output: Path, **options) -> hub.StepFailedError:
+    with pytest.raises(hub.StepFailedError) as caught:
+        hub.convert(model, to=target, output=output, max_routes=1, **options)
+    assert not output.exists()
+    return caught.value
+
+
+@pytest.mark.parametrize("target, applies, reference, artifact_backend", [
+    ("onnxruntime-cpu", not_the_source, "torch", "onnxruntime"),
+    ("tflite", not_the_source, "torch", "litert"),
+    ("cpu-int8", quantized, "torch", "onnxruntime, every ladder rung"),
+    ("tflite-arm", quantized, "torch", "litert, int8 I/O"),
+])
+def test_wrong_class_scores_are_refused_on_every_route(digits_model, tmp_path, monkeypatch, target, applies,
+                                                       reference, artifact_backend):
+    hit = corrupt(monkeypatch, swap_top_two_in_every_third_sample, applies)
+    error = refused(digits_model["model"], target, tmp_path / "out", calibration=digits_model["calibration"])
+    assert hit and "top-1 agreement" in error.message
+
+
+def test_wrong_results_after_a_float_artifact_became_the_reference_are_refused(digits_model, tmp_path,
+                                                                              monkeypatch):
+    """A state dict runs on no backend: the exported float model is the reference, and what comes after it
+    (slimming, here) is checked against it."""
+    state_dict = tmp_path / "digits.pth"
+    torch.save(digits_model["module"].state_dict(), state_dict)
+    hit = corrupt(monkeypatch, swap_top_two_in_every_third_sample, after_the_reference)
+    error = refused(state_dict, "onnxruntime-cpu", tmp_path / "out", calibration=digits_model["calibration"],
+                    model_factory="digits:DigitsNet", inputs=["image:1,1,8,8"])
+    assert hit and "top-1 agreement" in error.message
+
+
+def test_wrong_results_of_an_onnx_source_on_onnxruntime_are_refused(digits_model, tmp_path, monkeypatch):
+    exported = hub.convert(digits_model["model"], to="onnxruntime-cpu", output=tmp_path / "fp32").path
+    hit = corrupt(monkeypatch, swap_top_two_in_every_third_sample, not_the_source)
+    error = refused(exported, "onnxruntime-fp16", tmp_path / "out", calibration=digits_model["calibration"])
+    assert hit and "top-1 agreement" in error.message
+
+
+class MixedDetector(torch.nn.Module):
+    """One output per anchor mixing scales, as YOLO-class detectors do: 4 box values in pixels (0-320) beside
+    2 class scores (0-1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(8, 6, 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        raw = self.head(self.backbone(image)).flatten(2).transpose(1, 2)
+        return torch.cat([torch.sigmoid(raw[..., :4]) * 320.0, torch.sigmoid(raw[..., 4:])], dim=-1)
+
+
+def test_a_detector_with_its_scores_broken_is_refused_though_its_boxes_agree(tmp_path, monkeypatch):
+    images = np.random.default_rng(0).standard_normal((12, 3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "calibration.npz", image=images)
+    program = tmp_path / "detector.pt2"
+    module = MixedDetector().eval()
+    torch.export.save(torch.export.export(module, (torch.from_numpy(images[:1]),)), program)
+    outputs = module(torch.from_numpy(images)).detach().numpy()
+    broken = invert_the_small_scores(outputs)
+    whole = float(np.dot(outputs.ravel(), broken.ravel()) / np.linalg.norm(outputs) / np.linalg.norm(broken))
+    assert whole > 0.99  # what a whole-tensor cosine alone would have let through
+
+    hit = corrupt(monkeypatch, invert_the_small_scores, not_the_source)
+    error = refused(program, "onnxruntime-cpu", tmp_path / "out", calibration=tmp_path / "calibration.npz")
+    assert hit and "slice" in error.message
