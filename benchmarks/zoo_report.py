@@ -7,6 +7,8 @@ from typing import Any
 
 # A failure's cause: the first pattern its one-line reason matches (else the reason with numbers blanked out).
 CAUSES: tuple[tuple[str, str], ...] = ()
+INTERNAL_ERROR_EXIT = 1
+MAX_ROUTES = 3  # hub convert's default --max-routes: a failure may print its message and one line per route
 
 
 def markdown(rows: dict[str, dict], models: dict[str, Any], meta: dict) -> str:
@@ -29,8 +31,16 @@ def _summary(rows: dict[str, dict]) -> list[str]:
     counts = defaultdict(int)
     for row in rows.values():
         counts[row["status"]] += 1
+    internal = [key for key, row in rows.items() if row.get("exit") == INTERNAL_ERROR_EXIT]
+    wordy = [key for key, row in rows.items() if row.get("stderr_lines", 0) > 1 + MAX_ROUTES]
     return [f"**{len(ok)} of {len(reachable)} reachable pairs succeed with their task metric within the bar "
-            f"({share}).** " + ", ".join(f"{status}: {count}" for status, count in sorted(counts.items())) + "."]
+            f"({share}).** " + ", ".join(f"{status}: {count}" for status, count in sorted(counts.items())) + ".",
+            "", f"Internal errors (exit 1): {len(internal)}{_listed(internal)}. Failures printing more than "
+            f"1 + {MAX_ROUTES} (routes tried) lines on stderr: {len(wordy)}{_listed(wordy)}."]
+
+
+def _listed(keys: list[str]) -> str:
+    return f" ({', '.join(key.replace('|', ' -> ') for key in keys)})" if keys else ""
 
 
 def _models_table(rows: dict[str, dict], models: dict[str, Any]) -> list[str]:
