@@ -84,10 +84,14 @@ def _failures(rows: dict[str, dict]) -> list[str]:
 
 
 def cause_of(reason: str) -> str:
+    """The cause a failure is grouped under: a CAUSES label, else the first route's reason (the line after
+    "all N route(s) tried ... failed:", without the route's name) with its numbers blanked out."""
     for pattern, cause in CAUSES:
         if re.search(pattern, reason):
             return cause
-    return re.sub(r"\d+(\.\d+)?", "N", reason)[:160]
+    parts = reason.split(" / ")
+    first = parts[1].split(": ", 1)[-1] if len(parts) > 1 and "route(s) tried" in parts[0] else parts[0]
+    return re.sub(r"(?<![A-Za-z0-9_.])\d+(\.\d+)?", "N", first)[:160]
 
 
 def _number(value: Any) -> str:
