@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]")
     inspect.add_argument("--json", action="store_true", help="print as JSON")
     _batch_parser(commands)
+    for command in commands.choices.values():  # `hub convert ... --debug` works as well as `hub --debug convert`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

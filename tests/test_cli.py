@@ -137,3 +137,12 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_help_is_fast_and_lists_exit_codes():
     result = hub_command("--help")
     assert result.returncode == 0 and "Exit codes" in result.stdout
+
+
+def test_debug_is_taken_before_or_after_the_command():
+    from hub.cli import _parser
+
+    parse = _parser().parse_args
+    assert not parse(["plan", "m.onnx", "--to", "tflite"]).debug
+    assert parse(["plan", "m.onnx", "--to", "tflite", "--debug"]).debug
+    assert parse(["--debug", "convert", "m.onnx", "--to", "tflite"]).debug
