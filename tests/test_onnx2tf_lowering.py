@@ -113,3 +113,33 @@ def test_a_3d_average_pool_converts_to_a_tflite_file_the_interpreter_loads(tmp_p
     (got,) = run_samples(Path(result.path), [{"x": to_layout(x, layout)}], 1)[0]
     expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(from_layout(got, layout), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_computed_pads_are_folded_before_onnx2tf_converts_them(tmp_path):
+    """torch.onnx's TorchScript exporter writes F.pad as a subgraph computing the pads (ConstantOfShape, Concat,
+    Slice, Transpose, Reshape, Cast -> Pad). Unfolded, onnx2tf padded the batch axis: logits (N>1, 4) for (1, 4)."""
+    torch = pytest.importorskip("torch")
+    import hub
+    from hub_litert.interpreter import run_samples
+
+    class PaddedNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(torch.nn.functional.pad(x, [0, 1, 0, 1])).mean(dim=(2, 3))
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    source = tmp_path / "padded.onnx"
+    torch.onnx.export(PaddedNet().eval(), (torch.from_numpy(x),), str(source), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"])
+    assert "ConstantOfShape" in {node.op_type for node in onnx.load(str(source)).graph.node}
+    np.savez(tmp_path / "samples.npz", x=np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"), max_routes=1)
+    assert result.report.route[-1].startswith("onnx2tf")
+    assert result.report.steps[-1].notes["constant_nodes_folded"] > 0
+    (got,) = run_samples(Path(result.path), [{"x": x.transpose(0, 2, 3, 1)}], 1)[0]
+    np.testing.assert_allclose(got, ReferenceEvaluator(onnx.load(str(source))).run(None, {"x": x})[0], atol=1e-5)

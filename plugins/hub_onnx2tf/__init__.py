@@ -28,6 +28,8 @@ COMMON_OPTIONS = (
     # 3-D pools (Flex-only in TFLite) and strided dilated convolutions (refused by TF) are rewritten into
     # equivalent operators first (hub_onnx2tf.lowering).
     Option("lower_for_tflite", bool, True, "rewrite operators TFLite lacks into equivalent ones first"),
+    # onnx2tf converts computed pads and shapes wrongly unless onnxsim folded them first (hub_onnx2tf.convert).
+    Option("fold_constants", bool, True, "fold constant and shape subgraphs at the concrete input shapes first"),
 )
 # Full-integer int8 (the convention hub_tensorflow and the tflite-arm target use): io_dtype is the type of the
 # model's inputs and outputs (int8, uint8 or float32); full_integer fails a model that keeps a float operator

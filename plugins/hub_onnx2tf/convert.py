@@ -49,6 +49,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     lowered = _lower_for_tflite(ctx.input_path) if ctx.options.get("lower_for_tflite", True) else []
     inputs, outputs = _onnx_io(ctx.input_path)
     shapes = _concrete_shapes(inputs, ctx.inputs)
+    folded = _fold_constants(ctx.input_path, shapes) if ctx.options.get("fold_constants", True) else 0
     int8 = precision == "int8"
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
@@ -102,6 +103,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
         calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
         float64_narrowed_to_float32=narrowed,
+        constant_nodes_folded=folded,
         rewritten_for_tflite_builtins=lowered,
         **io_details,
     )
@@ -129,6 +131,31 @@ def _narrow_float64(path: Path) -> list[str]:
     changed = float64_as_float32(model)
     save_model(model, path)
     return changed
+
+
+def _fold_constants(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Fold the step's private copy's constant and shape subgraphs, at the concrete input shapes; the number of
+    nodes removed. onnx2tf expects its input simplified by onnxsim, which it runs only when an `onnxsim` command
+    is on the PATH, and converts computed pads, shapes and reshape targets wrongly otherwise (the Pad subgraphs of
+    a TorchScript-exported EfficientNet padded the batch axis: logits of shape (10, 1000) for (1, 1000))."""
+    import onnx_graphsurgeon as gs
+
+    from hub_onnx.model_file import load_model, save_model
+
+    model = load_model(path)
+    graph = gs.import_onnx(model)
+    for tensor in graph.inputs:
+        if tensor.name in shapes:
+            tensor.shape = list(shapes[tensor.name])
+    before = len(graph.nodes)
+    graph.fold_constants(fold_shapes=True).cleanup()
+    removed = before - len(graph.nodes)
+    if removed:
+        folded = gs.export_onnx(graph)
+        folded.ir_version, folded.producer_name = model.ir_version, model.producer_name
+        folded.metadata_props.extend(model.metadata_props)
+        save_model(folded, path)
+    return removed
 
 
 def _lower_for_tflite(path: Path) -> list[str]:
