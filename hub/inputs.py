@@ -23,7 +23,8 @@ def one_sample(array: np.ndarray, index: int, rank: int) -> np.ndarray:
     """Sample `index` of an array holding samples along axis 0, for an input of `rank` dimensions: stacked
     batches of one (array.ndim == rank, the usual case) or whole inputs (array.ndim == rank + 1, for inputs whose
     first dimension is not a batch of one: vectors, scalars, fixed batches)."""
-    return array[index:index + 1] if array.ndim == rank else array[index]
+    # np.asarray: indexing a stacked scalar input gives a NumPy scalar, which ONNX Runtime refuses as a feed
+    return array[index:index + 1] if array.ndim == rank else np.asarray(array[index])
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hub.declarations import Tolerance
+from hub.declarations import StepContext, Tolerance
 from hub.errors import UsageError
 from hub.inputs import load_samples, merge_specs, parse_input_flag, random_samples
 from hub.states import TensorSpec
@@ -115,6 +115,15 @@ def test_inputs_whose_first_dimension_is_not_a_batch_of_one(tmp_path):
     assert random_samples((vector, fixed_batch), count=3).feeds()[2]["y"].shape == (2, 3)
     np.savez(tmp_path / "one.npz", x=np.ones(5), y=np.ones((2, 3)))  # a single sample, no sample axis
     assert load_samples(tmp_path / "one.npz", (vector, fixed_batch)).count == 1
+
+
+def test_a_scalar_input_is_fed_as_a_zero_dimensional_array(tmp_path):
+    rate = TensorSpec("sr", (), "int64")
+    np.savez(tmp_path / "c.npz", sr=np.full(3, 16000, np.int64))
+    feeds = load_samples(tmp_path / "c.npz", (rate,)).feeds()
+    assert len(feeds) == 3 and isinstance(feeds[1]["sr"], np.ndarray) and feeds[1]["sr"].shape == ()
+    ctx = StepContext(input_path=tmp_path, workdir=tmp_path, options={}, inputs=(rate,), calibration=tmp_path / "c.npz")
+    assert all(isinstance(feed["sr"], np.ndarray) and int(feed["sr"]) == 16000 for feed in ctx.calibration_feeds())
 
 
 def test_a_model_with_a_vector_input_converts_end_to_end(tmp_path):
