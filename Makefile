@@ -30,7 +30,7 @@ demo: setup
 	$(HUB) convert $(EXAMPLE)/digits.pt2 --to cpu-int8 --calibration $(EXAMPLE)/calib.npz -o out/
 
 test: setup
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=15
 
 benchmark: setup
 	$(PY) benchmarks/run.py
