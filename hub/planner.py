@@ -182,7 +182,8 @@ def explain_no_route(catalog: Catalog, source: ModelState, target: Target, sourc
     """Why no installed route exists: what is reachable, what the target needs, and what would connect them."""
     reachable = reachable_states(available_steps(catalog), source)
     lines = [
-        f"no route from {source} to target {target.name!r} (needs {target.requires.describe()}).",
+        f"no route from {source} to target {target.name!r} (needs {target.requires.describe()})"
+        + _reachable_targets_hint(catalog, reachable) + ".",
         "  reachable with what is installed: " + ", ".join(str(s) for s in reachable),
     ]
     every_step = list(catalog.steps.values())
@@ -200,3 +201,13 @@ def explain_no_route(catalog: Catalog, source: ModelState, target: Target, sourc
         lines.append("  no installed or known plugin connects them; a plugin that converts to "
                      f"{target.requires.describe()} would (see `hub plugins`).")
     return "\n".join(lines)
+
+
+def _reachable_targets_hint(catalog: Catalog, reachable: list[ModelState]) -> str:
+    """The targets this source can reach instead (e.g. an already-quantized model reaches its own precision's
+    target, never a float one: no step restores the float weights)."""
+    names = sorted(name for name, target in catalog.targets.items()
+                   if any(target.requires.matches(state) for state in reachable))
+    if not names:
+        return ""
+    return "; targets it can reach: " + ", ".join(names)

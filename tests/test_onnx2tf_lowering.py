@@ -143,3 +143,30 @@ def test_computed_pads_are_folded_before_onnx2tf_converts_them(tmp_path):
     assert result.report.steps[-1].notes["constant_nodes_folded"] > 0
     (got,) = run_samples(Path(result.path), [{"x": x.transpose(0, 2, 3, 1)}], 1)[0]
     np.testing.assert_allclose(got, ReferenceEvaluator(onnx.load(str(source))).run(None, {"x": x})[0], atol=1e-5)
+
+
+def test_a_paddle_style_graph_with_at_signs_in_node_names_and_minus_one_dims_converts(tmp_path):
+    """paddle2onnx names nodes "Softmax@0" (TF refuses them as scope names) and declares dynamic axes as -1
+    ("Dimension -1 must be >= 0" in onnx2tf): the step's copy is tidied first."""
+    import hub
+    from hub_litert.interpreter import run_samples
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((6, 2)).astype(np.float32), "fc.w")
+    nodes = [helper.make_node("MatMul", ["x", "fc.w"], ["fc.out"], name="MatMul@0"),
+             helper.make_node("Softmax", ["fc.out"], ["probabilities"], name="Softmax@0", axis=1)]
+    graph = helper.make_graph(nodes, "paddle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 6])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [-1, 2])],
+                              initializer=[weight])
+    source = tmp_path / "paddle.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(source))
+    np.savez(tmp_path / "samples.npz", x=rng.standard_normal((8, 6)).astype(np.float32))
+
+    result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"), max_routes=1)
+
+    notes = result.report.steps[-1].notes
+    assert notes["nodes_renamed_for_tf"] == 2 and notes["dimensions_made_unknown"] >= 1
+    x = rng.standard_normal((1, 6)).astype(np.float32)
+    (got,) = run_samples(Path(result.path), [{"x": x}], 1)[0]
+    np.testing.assert_allclose(got, ReferenceEvaluator(onnx.load(str(source))).run(None, {"x": x})[0], atol=1e-5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import itertools
 import re
 import shutil
 import sys
@@ -36,6 +37,8 @@ OUTPUT_SUFFIX = {
 IO_DTYPES = ("int8", "uint8", "float32")
 LOG_TAIL_LINES = 40
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# A character TensorFlow refuses in a scope name (tensorflow/python/framework/ops.py, _VALID_SCOPE_NAME_REGEX).
+NOT_IN_TF_SCOPE_NAME = re.compile(r"[^A-Za-z0-9_./>-]")
 
 
 def convert_onnx_to_tflite(ctx: StepContext) -> Path:
@@ -49,7 +52,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     lowered = _lower_for_tflite(ctx.input_path) if ctx.options.get("lower_for_tflite", True) else []
     inputs, outputs = _onnx_io(ctx.input_path)
     shapes = _concrete_shapes(inputs, ctx.inputs)
-    folded = _fold_constants(ctx.input_path, shapes) if ctx.options.get("fold_constants", True) else 0
+    tidied = _tidy_for_onnx2tf(ctx.input_path, shapes, fold=bool(ctx.options.get("fold_constants", True)))
     int8 = precision == "int8"
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
@@ -103,7 +106,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
         calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
         float64_narrowed_to_float32=narrowed,
-        constant_nodes_folded=folded,
+        **tidied,
         rewritten_for_tflite_builtins=lowered,
         **io_details,
     )
@@ -133,11 +136,18 @@ def _narrow_float64(path: Path) -> list[str]:
     return changed
 
 
-def _fold_constants(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Fold the step's private copy's constant and shape subgraphs, at the concrete input shapes; the number of
-    nodes removed. onnx2tf expects its input simplified by onnxsim, which it runs only when an `onnxsim` command
-    is on the PATH, and converts computed pads, shapes and reshape targets wrongly otherwise (the Pad subgraphs of
-    a TorchScript-exported EfficientNet padded the batch axis: logits of shape (10, 1000) for (1, 1000))."""
+def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool) -> dict[str, int]:
+    """Rewrite the step's private copy into what onnx2tf handles; the number of nodes or tensors each part changed.
+
+    - constants folded: constant and shape subgraphs folded at the concrete input shapes. onnx2tf expects its
+      input simplified by onnxsim, which it runs only when an `onnxsim` command is on the PATH, and converts
+      computed pads, shapes and reshape targets wrongly otherwise (the Pad subgraphs of a TorchScript-exported
+      EfficientNet padded the batch axis: logits of shape (10, 1000) for (1, 1000)).
+    - dimensions made unknown: declared dimensions of -1 (paddle2onnx writes them for dynamic axes) become
+      unknown, as ONNX means them; onnx2tf takes them literally ("Dimension -1 must be >= 0").
+    - nodes renamed: node names become valid TF scope names (paddle2onnx names nodes "Softmax@0"; onnx2tf names
+      its layers after the nodes and TF refuses them). Tensor names, and so the model's I/O names, are kept.
+    """
     import onnx_graphsurgeon as gs
 
     from hub_onnx.model_file import load_model, save_model
@@ -148,14 +158,42 @@ def _fold_constants(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
         if tensor.name in shapes:
             tensor.shape = list(shapes[tensor.name])
     before = len(graph.nodes)
-    graph.fold_constants(fold_shapes=True).cleanup()
-    removed = before - len(graph.nodes)
-    if removed:
-        folded = gs.export_onnx(graph)
-        folded.ir_version, folded.producer_name = model.ir_version, model.producer_name
-        folded.metadata_props.extend(model.metadata_props)
-        save_model(folded, path)
-    return removed
+    if fold:
+        graph.fold_constants(fold_shapes=True).cleanup()
+    changed = {"constant_nodes_folded": before - len(graph.nodes),
+               "dimensions_made_unknown": _negative_dims_unknown(graph),
+               "nodes_renamed_for_tf": _tf_scope_node_names(graph)}
+    if any(changed.values()):
+        tidied = gs.export_onnx(graph)
+        tidied.ir_version, tidied.producer_name = model.ir_version, model.producer_name
+        tidied.metadata_props.extend(model.metadata_props)
+        save_model(tidied, path)
+    return changed
+
+
+def _negative_dims_unknown(graph: Any) -> int:
+    changed = 0
+    for tensor in graph.tensors().values():
+        shape = getattr(tensor, "shape", None)
+        if shape and any(isinstance(d, int) and d < 0 for d in shape):
+            tensor.shape = [None if isinstance(d, int) and d < 0 else d for d in shape]
+            changed += 1
+    return changed
+
+
+def _tf_scope_node_names(graph: Any) -> int:
+    taken = {node.name for node in graph.nodes}
+    changed = 0
+    for node in graph.nodes:
+        if node.name and NOT_IN_TF_SCOPE_NAME.search(node.name):
+            name = base = NOT_IN_TF_SCOPE_NAME.sub("_", node.name)
+            suffix = itertools.count(1)
+            while name in taken:
+                name = f"{base}_{next(suffix)}"
+            taken.add(name)
+            node.name = name
+            changed += 1
+    return changed
 
 
 def _lower_for_tflite(path: Path) -> list[str]:
