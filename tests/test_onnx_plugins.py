@@ -321,6 +321,35 @@ def test_static_int8_of_an_opset_11_model_is_moved_to_opset_13_first(calibration
     assert mean_cosine(outputs(output, samples), outputs(source, samples)) > 0.98
 
 
+def test_static_int8_of_a_bias_shared_under_a_colliding_name_loads(calibration, samples, tmp_path):
+    """Two Convs share bias "b" and a tensor is named "b0" (tf2onnx's names collide so): the quantizer names its
+    copy of "b" "b0" too, and ONNX Runtime refused the file. Each Conv now gets its own bias first."""
+    import onnx
+
+    rng = np.random.default_rng(0)
+    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+    nodes = [helper.make_node("Conv", ["image", "w1", "b"], ["b0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["b0"], ["r"], perm=[0, 1, 3, 2]),
+             helper.make_node("Conv", ["r", "w2", "b"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "shared", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, *INPUT_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])],
+        initializer=[weight("w1", (8, 3, 3, 3)), weight("w2", (8, 8, 3, 3)), weight("b", (8,))])
+    source = tmp_path / "shared.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    private = tmp_path / "copy" / "shared.onnx"
+    private.parent.mkdir()
+    private.write_bytes(source.read_bytes())
+    ctx = context(private, tmp_path / "work", calibration)
+
+    output = run_static_int8(ctx)
+
+    assert ctx.notes["biases_unshared"] == 1
+    assert mean_cosine(outputs(output, samples), outputs(source, samples)) > 0.98
+
+
 def test_sensitivity_ranks_the_node_whose_quantization_loses_most_first(optimized_model, calibration, samples,
                                                                          tmp_path):
     from hub_onnx.sensitivity import rank_nodes

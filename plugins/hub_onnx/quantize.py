@@ -37,15 +37,62 @@ def run_static_int8(ctx: StepContext) -> Path:
 
 
 def upgrade_for_quantization(ctx: StepContext) -> None:
-    """Move the step's private copy to opset 13 when it is older: per-channel DequantizeLinear takes its `axis`
-    from opset 13 on, and ONNX Runtime refuses the quantized file of an opset 11 or 12 model otherwise."""
+    """Rewrite the step's private copy into what onnxruntime.quantization handles:
+
+    - opset 13 at least: per-channel DequantizeLinear takes its `axis` from opset 13 on, and ONNX Runtime refuses
+      the quantized file of an opset 11 or 12 model otherwise;
+    - a bias shared by several Conv or Gemm nodes gets a copy per node: the quantizer names its own copies by
+      appending a number that only initializers are checked against, so a copy can take the name of a node's
+      output (tf2onnx's bias "conv1d_25" + "2" = the output "conv1d_252"), and ONNX Runtime then refuses the
+      file ("Invalid attribute perm ... input shape = {36}").
+    """
     from hub_onnx.opset import MODERN_OPSET, upgraded
 
     model = load_model(ctx.input_path)
     current = opset_version(model)
+    unshared = unshare_biases(model)
     if current is not None and current < MODERN_OPSET:
-        save_model(upgraded(model, MODERN_OPSET), ctx.input_path)
+        model = upgraded(model, MODERN_OPSET)
         ctx.notes["opset_upgraded"] = f"{current} -> {MODERN_OPSET}"
+    if unshared:
+        ctx.notes["biases_unshared"] = unshared
+    if unshared or "opset_upgraded" in ctx.notes:
+        save_model(model, ctx.input_path)
+
+
+BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def unshare_biases(model: Any) -> int:
+    """Give every node but the first that shares a bias initializer its own copy; the number of copies made."""
+    import onnx
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    taken = set(initializers) | {name for node in model.graph.node for name in node.output} \
+        | {value.name for value in model.graph.input}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        bias = node.input[2] if node.op_type in BIASED_OPS and len(node.input) > 2 else ""
+        if bias not in initializers:
+            continue
+        if bias in seen:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[bias])
+            copy.name = _free_name(f"{bias}__copy", taken)
+            model.graph.initializer.append(copy)
+            node.input[2] = copy.name
+            copies += 1
+        seen.add(bias)
+    return copies
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    number = 1
+    while f"{base}{number}" in taken:
+        number += 1
+    taken.add(f"{base}{number}")
+    return f"{base}{number}"
 
 
 def _most_sensitive(ctx: StepContext, feeds: list[Feed], options: dict[str, Any], model: Any,

@@ -248,14 +248,23 @@ def _calibration_arrays(ctx: StepContext, inputs: tuple[TensorSpec, ...],
     if missing:
         raise UsageError(f"the calibration data has no array for input(s) {', '.join(missing)}; "
                          f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
-    result = {}
-    for spec in inputs:
-        array = np.asarray(arrays[spec.name])
-        if array.shape[1:] != shapes[spec.name][1:]:
-            raise UsageError(f"calibration samples for {spec.name} have shape {array.shape[1:]} per sample; the "
-                             f"model takes {shapes[spec.name][1:]}")
-        result[spec.name] = array
-    return result
+    return {spec.name: _batch_first(np.asarray(arrays[spec.name]), spec.name, shapes[spec.name]) for spec in inputs}
+
+
+def _batch_first(array: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Samples along axis 0, each of shape[1:]: onnx2tf calibrates with slices of axis 0 as batches. Whole
+    inputs stacked along a new axis (an input whose first axis is no batch of one, e.g. an RNN state (2, 1, 128))
+    cannot be fed that way."""
+    if array.shape[1:] == shape[1:]:
+        return array
+    if array.shape[1:] == shape:
+        if shape[0] == 1:
+            return array.reshape(len(array), *shape[1:])
+        raise StepFailedError(f"onnx2tf calibrates with batches along an input's first axis; input {name} has "
+                              f"shape {shape}, whose first axis is no batch of one (a float or dynamic-range "
+                              "target converts it without calibration)")
+    raise UsageError(f"calibration samples for {name} have shape {array.shape[1:]} per sample; the model takes "
+                     f"{shape[1:]}")
 
 
 def _calibration_files(folder: Path, inputs: tuple[TensorSpec, ...], arrays: dict[str, np.ndarray],
