@@ -29,8 +29,13 @@ demo: setup
 	$(PY) examples/digits.py --out $(EXAMPLE)
 	$(HUB) convert $(EXAMPLE)/digits.pt2 --to cpu-int8 --calibration $(EXAMPLE)/calib.npz -o out/
 
+# Two workers, a test file each (most of a test's time is one process importing or converting, so two keep both
+# cores busy; a file's module fixtures stay in one worker), then the tests that time processes against each other
+# alone. Both parts run; either failing fails the target.
 test: setup
-	$(PY) -m pytest -q -rs --durations=15
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=15 -m "not serial"; parallel=$$?; \
+	$(PY) -m pytest -q -rs --durations=5 -m serial; serial=$$?; \
+	test $$parallel = 0 && test $$serial = 0
 
 benchmark: setup
 	$(PY) benchmarks/run.py

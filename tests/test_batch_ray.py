@@ -19,6 +19,8 @@ from hub.batching import Journal, batch  # noqa: E402
 from cache_race import read_while_written, store_same_entries  # noqa: E402
 from onnx_op_models import batch_norm, conv_asymmetric, matmul_gemm  # noqa: E402
 
+pytestmark = pytest.mark.serial  # deadlines of a few seconds: a busy second worker breaks them
+
 MODELS = {"conv": conv_asymmetric, "gemm": matmul_gemm, "norm": batch_norm}
 TARGETS = ("onnxruntime-cpu", "cpu-int8")
 

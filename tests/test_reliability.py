@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.serial  # deadlines of a few seconds: a busy second worker breaks them
+
 
 def hub_process(*args: str, env: dict[str, str]) -> subprocess.Popen:
     # a runner started in the background by a non-interactive shell ignores SIGINT, and so would its children:

@@ -187,6 +187,22 @@ def test_a_detector_losing_its_small_scores_is_rejected_though_the_whole_cosine_
     assert not compare(reference, slightly_off).violations(Tolerance(min_cosine=0.98))
 
 
+def test_near_zero_slices_are_not_judged_by_the_direction_of_their_rounding_noise():
+    """A text-probability map (1, 1, 64, 96): text rows near 1, background rows near 1e-7. A float-exact step
+    changes the background only by rounding, which turns its direction at random: that is no lost part."""
+    rng = np.random.default_rng(4)
+    reference, rounded = [], []
+    for _ in range(4):
+        page = rng.uniform(0, 1e-7, (1, 1, 64, 96))
+        page[..., 20:30, :] = rng.uniform(0.5, 1.0, (1, 1, 10, 96))
+        reference.append([page])
+        rounded.append([np.where(page < 1e-3, rng.uniform(0, 1e-7, page.shape), page)])
+    fidelity = compare(reference, rounded)
+    assert not fidelity.violations(Tolerance(min_cosine=0.9999)), fidelity.outputs[0]
+    text_lost = [[np.where(sample[0] > 0.5, 0.01, sample[0])] for sample in reference]
+    assert compare(reference, text_lost).violations(Tolerance(min_cosine=0.9999))
+
+
 def test_embeddings_are_not_held_to_class_agreement():
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(8, 384))

@@ -164,11 +164,32 @@ def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool
                "dimensions_made_unknown": _negative_dims_unknown(graph),
                "nodes_renamed_for_tf": _tf_scope_node_names(graph)}
     if any(changed.values()):
+        if changed["constant_nodes_folded"]:
+            _forget_inner_shapes(graph)
         tidied = gs.export_onnx(graph)
         tidied.ir_version, tidied.producer_name = model.ir_version, model.producer_name
         tidied.metadata_props.extend(model.metadata_props)
-        save_model(tidied, path)
+        save_model(_with_inferred_shapes(tidied) if changed["constant_nodes_folded"] else tidied, path)
     return changed
+
+
+def _forget_inner_shapes(graph: Any) -> None:
+    """Drop the shapes recorded for inner tensors: they were inferred at the dynamic input shapes, and onnx2tf
+    trusts them (a YOLOv8 head kept a batch of "?" beside 1 and failed to add them); ONNX's shape inference
+    fills them in again at the concrete ones."""
+    ends = {tensor.name for tensor in graph.inputs + graph.outputs}
+    for name, tensor in graph.tensors().items():
+        if name not in ends and not hasattr(tensor, "values"):  # a Variable, not a Constant
+            tensor.shape = None
+
+
+def _with_inferred_shapes(model: Any) -> Any:
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # inference is a help to onnx2tf, not a need: custom domains and large models refuse it
+        return model
 
 
 def _negative_dims_unknown(graph: Any) -> int:
@@ -350,8 +371,35 @@ def _run_onnx2tf(onnx2tf: Any, options: dict[str, Any]) -> str:
                               detail=log) from None
     except Exception as error:
         log = writer.text()
-        raise StepFailedError(f"onnx2tf failed: {type(error).__name__}: {error}", detail=log) from error
+        raise StepFailedError(_failure_summary(error, Path(options["input_onnx_file_path"])),
+                              detail=f"{type(error).__name__}: {error}\n{log}") from error
     return writer.text()
+
+
+# Lines of a Keras traceback that say where, not what.
+TRACEBACK_LINE = re.compile(r"^(File |raise |lambda |return |Call arguments|in user code:|•|\S+Error: Exception "
+                            r"encountered|Exception encountered)")
+
+
+def _failure_summary(error: Exception, model: Path) -> str:
+    """One line: the TF error's own reason (not Keras's "in user code:" or "Exception encountered when calling
+    layer"), and the ONNX node onnx2tf was converting (it names TF layers after the nodes) with its operator."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if not TRACEBACK_LINE.match(line)), lines[0] if lines else "")
+    reason = re.sub(r" for '\{\{node [^']*'", "", reason)
+    node = re.search(r"name='([^']+)'", str(error))
+    where = f" at ONNX node {node.group(1)}{_operator_of(model, node.group(1))}" if node else ""
+    return f"onnx2tf failed{where}: {type(error).__name__}: {reason}"
+
+
+def _operator_of(model: Path, node_name: str) -> str:
+    from hub_onnx.model_file import iter_nodes, load_model
+
+    try:
+        graph = load_model(model, with_weights=False)
+    except Exception:  # the summary does without it: onnx2tf may have left its input half-rewritten
+        return ""
+    return next((f" ({node.op_type})" for node in iter_nodes(graph) if node.name == node_name), "")
 
 
 def _log_tail(log: str) -> str:
@@ -390,7 +438,7 @@ def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
     got_inputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_inputs]
     got_outputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_outputs]
     if not _same_shapes(expected_outputs, got_outputs) or not _same_shapes(expected_inputs, got_inputs):
-        layout = "the source's layout" if keep_layout else "channels-last tensors"
+        layout = "source's layout" if keep_layout else "channels-last tensors"
         raise StepFailedError(
             f"onnx2tf wrote inputs {got_inputs} and outputs {got_outputs}, not the {layout} this step promises "
             f"(expected inputs {expected_inputs}, outputs {expected_outputs})"
