@@ -162,11 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_error(error: Any, debug: bool) -> None:
-    print(f"hub: error: {error.message}", file=sys.stderr)
+    """The message (its first line, then one line per route tried); the report's page joins the first line, so
+    that a failure prints at most 1 + routes lines."""
+    first, _, rest = error.message.partition("\n")
+    if getattr(error, "report_page", None):
+        first = f"{first.rstrip(':')} (the report of the routes tried: {error.report_page})" \
+            + (":" if first.endswith(":") else "")
+    print("hub: error: " + "\n".join(filter(None, (first, rest))), file=sys.stderr)
     if debug and error.detail:
         print(error.detail, file=sys.stderr)
-    if getattr(error, "report_page", None):
-        print(f"hub: the report of the routes tried: {error.report_page}", file=sys.stderr)
 
 
 def _convert(args: argparse.Namespace) -> int:
