@@ -287,3 +287,15 @@ def test_save_module_returns_forward_argument_names(tmp_path):
     example = (np.ones((1, 4), np.float32), np.ones((1, 3), np.float32))
     names = memory.save_module(TwoInputNet(), example, tmp_path / "m.pt2")
     assert names == ["features", "mask"]
+
+
+def test_a_checkpoint_nesting_its_weights_under_any_one_key_gives_them_up():
+    torch = pytest.importorskip("torch")
+    from hub_torch.describe import find_state_dict
+
+    weights = {"fc.weight": torch.zeros(2, 3), "fc.bias": torch.zeros(2)}
+    optimizer = {"state": {}, "param_groups": [{"lr": 0.1}]}
+    assert find_state_dict({"model_state": weights, "optimizer_state": optimizer, "step": 7}) is weights
+    assert find_state_dict({"state_dict": weights}) is weights and find_state_dict(weights) is weights
+    assert find_state_dict({"model": weights, "ema": dict(weights)}) is None  # two candidates: no guess
+    assert find_state_dict({"optimizer_state": optimizer}) is None

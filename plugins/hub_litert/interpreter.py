@@ -43,7 +43,8 @@ def runtime() -> tuple[Any, str]:
 
 def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True) -> Any:
     """An interpreter with tensors allocated. Without delegates, the operator list is the model's own (XNNPACK
-    otherwise replaces what it takes by DELEGATE nodes)."""
+    otherwise replaces what it takes by DELEGATE nodes); a model whose custom operators only the default
+    delegates resolve (MediaPipe's Convolution2DTransposeBias) is opened with them all the same."""
     module, _ = runtime()
     settings: dict[str, Any] = {"model_path": str(model_path), "num_threads": max(1, int(threads))}
     if not delegates:
@@ -52,6 +53,8 @@ def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True)
         interpreter = module.Interpreter(**settings)
         interpreter.allocate_tensors()
     except Exception as error:
+        if not delegates and "custom op" in str(error):
+            return open_interpreter(model_path, threads, delegates=True)
         raise UnsupportedModelError(f"the TFLite interpreter cannot load {Path(model_path).name}",
                                     detail=str(error)) from error
     return interpreter

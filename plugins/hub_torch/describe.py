@@ -100,17 +100,24 @@ def refuse_untrusted_pickle(path: Path, options: Mapping[str, Any]) -> None:
 
 
 def find_state_dict(loaded: Any) -> Mapping[str, "torch.Tensor"] | None:
-    """The tensors of a state_dict, or of a checkpoint that nests one under "state_dict"/"model_state_dict"."""
-    import torch
-
+    """The tensors of a state_dict, or of a checkpoint that nests one: under "state_dict"/"model_state_dict", else
+    under the only key that holds a mapping of tensors (Resemblyzer's "model_state" beside its optimizer's)."""
     if not isinstance(loaded, Mapping):
         return None
     for key in ("state_dict", "model_state_dict"):
         if isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
-    if loaded and all(isinstance(value, torch.Tensor) for value in loaded.values()):
+    if _all_tensors(loaded):
         return loaded
-    return None
+    nested = [value for value in loaded.values() if _all_tensors(value)]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _all_tensors(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, Mapping) and bool(value) \
+        and all(isinstance(tensor, torch.Tensor) for tensor in value.values())
 
 
 def load_torchscript(path: Path) -> "torch.jit.ScriptModule":
