@@ -21,8 +21,8 @@ import numpy as np
 
 from pretrained import natural_images, wheel
 from zoo_models import Data, Feed, Named, Prepared, TaskScore, ZooModel, is_float_target
-from zoo_models.runtime import only_output, run_model
-from zoo_models.wheels import extract, read
+from zoo_models.runtime import only_output, reference, run_model
+from zoo_models.wheels import extract, from_wheel, read
 
 FONTS = "matplotlib==3.10.9"
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
@@ -34,17 +34,6 @@ ENGLISH = ("magika==1.0.3", "magika/models/standard_v3_3/README.md")  # words fo
 
 
 # --- shared -------------------------------------------------------------------------------------------------
-
-def _onnx_from_wheel(requirement: str, member: str) -> Callable[[Path], Prepared]:
-    def prepare(work: Path) -> Prepared:
-        return Prepared(extract(requirement, member, work))
-
-    return prepare
-
-
-def _reference(prepared: Prepared, feeds: list[Feed]) -> list[Named]:
-    return run_model(prepared.source, feeds)[0]
-
 
 def _share_score(metric: str, agreeing: list[float], target: str, float_bar: float, int8_bar: float,
                  detail: str = "") -> TaskScore:
@@ -496,7 +485,7 @@ def _vad_feeds(prepared: Prepared, audio: np.ndarray) -> list[Feed]:
 
 
 def _vad_data(work: Path) -> Data:
-    prepared = _onnx_from_wheel(SILERO, "silero_vad/data/silero_vad_16k_op15.onnx")(work)
+    prepared = from_wheel(SILERO, "silero_vad/data/silero_vad_16k_op15.onnx")(work)
     speech = _recording(*SPEECH, VAD_RATE)
     music = _recording(*MUSIC, VAD_RATE)
     window = lambda seconds: speech[int(seconds[0] * VAD_RATE):int(seconds[1] * VAD_RATE)]  # noqa: E731
@@ -567,7 +556,7 @@ MODELS: list[ZooModel] = [
         name="nudenet-320n", wheel=NUDENET, task="body-part detection (YOLOv8n, 18 classes)",
         source_format="ONNX opset 17, dynamic batch/H/W, one output of boxes and class scores",
         tags=("dynamic-dims", "detector"),
-        prepare=_onnx_from_wheel(NUDENET, "nudenet/320n.onnx"), data=_nudenet_data, reference=_reference,
+        prepare=from_wheel(NUDENET, "nudenet/320n.onnx"), data=_nudenet_data, reference=reference,
         score=_nudenet_score,
         notes="Inputs fixed at 320x320 (nudenet's own size). Score threshold 0.25, nudenet's NMSBoxes threshold: "
               "at 0.5 the fp32 model keeps too few detections on these photos to measure."),
@@ -575,8 +564,8 @@ MODELS: list[ZooModel] = [
         name="magika-standard-v3-3", wheel=MAGIKA, task="file content-type classification (214 types)",
         source_format="ONNX opset 15 (tf2onnx), int32 byte tokens, dynamic batch",
         tags=("sequence", "dynamic-dims"),
-        prepare=_onnx_from_wheel(MAGIKA, "magika/models/standard_v3_3/model.onnx"), data=_magika_data,
-        reference=_reference, score=_magika_score, small=True,
+        prepare=from_wheel(MAGIKA, "magika/models/standard_v3_3/model.onnx"), data=_magika_data,
+        reference=reference, score=_magika_score, small=True,
         extra={"ci_targets": ("onnxruntime-cpu",)},  # its cpu-int8 ladder runs over 5 minutes
         notes="Inputs: the first and last bytes of real files inside pinned wheels (Python, stubs, JSON, "
               "fonts, images, sounds, shared libraries, models), built as magika builds them."),
@@ -586,8 +575,8 @@ MODELS: list[ZooModel] = [
                       "com.microsoft DynamicQuantizeLSTM), dynamic width, output declared [1, seqlen] but "
                       "time-major (steps, 1, 8210)",
         tags=("ocr", "sequence", "old-opset", "dynamic-dims"),
-        prepare=_onnx_from_wheel(DDDDOCR, "ddddocr/common_old.onnx"), data=_ddddocr_data,
-        reference=_reference, score=_ddddocr_score, targets=("cpu-int8-dynamic", "onnxruntime-cpu", "tflite"),
+        prepare=from_wheel(DDDDOCR, "ddddocr/common_old.onnx"), data=_ddddocr_data,
+        reference=reference, score=_ddddocr_score, targets=("cpu-int8-dynamic", "onnxruntime-cpu", "tflite"),
         notes="Text drawn in DejaVu fonts (from matplotlib's wheel) on faded photo crops, all 160x64. The source "
               "graph is already int8 (dynamic): its reference is that graph in ONNX Runtime. Targets: the one it "
               "already meets, and two float ones that need a dequantizing step; cpu-int8 and tflite-arm "
@@ -596,30 +585,30 @@ MODELS: list[ZooModel] = [
         name="rapidocr-det-v4", wheel=RAPIDOCR, task="text detection (PP-OCRv4, probability map)",
         source_format="ONNX opset 12 (paddle2onnx), dynamic batch/H/W",
         tags=("ocr", "detector", "old-opset", "dynamic-dims"),
-        prepare=_onnx_from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_PP-OCRv4_det_infer.onnx"), data=_det_data,
-        reference=_reference, score=_det_score,
+        prepare=from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_PP-OCRv4_det_infer.onnx"), data=_det_data,
+        reference=reference, score=_det_score,
         notes="Inputs 320x480: photo crops with lines of text in DejaVu fonts pasted on."),
     ZooModel(
         name="rapidocr-rec-v4", wheel=RAPIDOCR, task="text-line recognition (PP-OCRv4, 6625 classes, CTC)",
         source_format="ONNX opset 12 (paddle2onnx), dynamic batch/width",
         tags=("ocr", "sequence", "old-opset", "dynamic-dims"),
-        prepare=_onnx_from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_PP-OCRv4_rec_infer.onnx"), data=_rec_data,
-        reference=_reference, score=_rec_score,
+        prepare=from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_PP-OCRv4_rec_infer.onnx"), data=_rec_data,
+        reference=reference, score=_rec_score,
         notes="Decoded with the keys stored in the model's metadata, as rapidocr decodes; lines of English "
               "words at 48x320."),
     ZooModel(
         name="rapidocr-cls-v2", wheel=RAPIDOCR, task="text-line orientation (0 or 180 degrees)",
         source_format="ONNX opset 11 (paddle2onnx), dynamic batch/H/W",
         tags=("ocr", "old-opset", "dynamic-dims"),
-        prepare=_onnx_from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
-        data=_cls_data, reference=_reference, score=_cls_score, small=True,
+        prepare=from_wheel(RAPIDOCR, RAPIDOCR_MODELS + "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        data=_cls_data, reference=reference, score=_cls_score, small=True,
         notes="Text lines at 48x192, every other one turned upside down."),
     ZooModel(
         name="silero-vad-16k", wheel=SILERO, task="voice activity detection (stateful RNN, 16 kHz)",
         source_format="ONNX opset 15, If on the sample rate, state in and out, scalar int64 input",
         tags=("audio", "sequence", "multi-output", "dynamic-dims"),
-        prepare=_onnx_from_wheel(SILERO, "silero_vad/data/silero_vad_16k_op15.onnx"), data=_vad_data,
-        reference=_reference, score=_vad_score, small=True,
+        prepare=from_wheel(SILERO, "silero_vad/data/silero_vad_16k_op15.onnx"), data=_vad_data,
+        reference=reference, score=_vad_score, small=True,
         extra={"ci_targets": ("onnxruntime-cpu",)},  # int8 loses its recurrent state: cpu-int8 fails, honestly
         notes="Audio: pyannote.audio's sample.wav (two people talking; calibration 0-8 s, held-out 12-30 s) and "
               "pygame's house_lo.wav (music, held out). Each step is fed the state the fp32 model reached."),
@@ -627,8 +616,8 @@ MODELS: list[ZooModel] = [
         name="basic-pitch", wheel=BASIC_PITCH, task="music transcription (note, onset, pitch contour)",
         source_format="ONNX opset 15 (tf2onnx), 3 outputs, audio (N, 43844, 1)",
         tags=("audio", "multi-output"),
-        prepare=_onnx_from_wheel(BASIC_PITCH, "basic_pitch/saved_models/icassp_2022/nmp.onnx"),
-        data=_pitch_data, reference=_reference, score=_pitch_score,
+        prepare=from_wheel(BASIC_PITCH, "basic_pitch/saved_models/icassp_2022/nmp.onnx"),
+        data=_pitch_data, reference=reference, score=_pitch_score,
         notes="Audio at 22.05 kHz: calibration on the first half of pyannote.audio's sample.wav (speech); "
               "held out: pygame's house_lo.wav (music) and the second half of the speech."),
 ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo_models import Feed, Named
+from zoo_models import Feed, Named, Prepared
 
 THREADS = 2
 
@@ -49,3 +49,8 @@ def renamed(outputs: list[Named], pairing: dict[str, str]) -> list[Named]:
 def only_output(sample: Named) -> np.ndarray:
     (array,) = sample.values()
     return array
+
+
+def reference(prepared: Prepared, feeds: list[Feed]) -> list[Named]:
+    """A ZooModel.reference: the source run in its own framework's runtime."""
+    return run_model(prepared.source, feeds)[0]

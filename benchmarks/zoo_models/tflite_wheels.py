@@ -18,8 +18,8 @@ import numpy as np
 from zoo_models import Data, Feed, Named, Prepared, TaskScore, ZooModel, is_float_target
 from zoo_models.onnx_wheels import (BASIC_PITCH, FONTS, MUSIC, PITCH_INPUT, PITCH_RATE, SPEECH, _f1, _iou, _nms,
                                     _photos, _pitch_windows, _recording, _resize, _share_score, _views, _wheel_photo)
-from zoo_models.runtime import run_model
-from zoo_models.wheels import extract, extract_tree
+from zoo_models.runtime import reference, run_model
+from zoo_models.wheels import extract, extract_tree, from_wheel
 
 MEDIAPIPE = "mediapipe==0.10.21"
 MODULES = "mediapipe/modules/"
@@ -33,17 +33,6 @@ KEPT_IOU = 0.5
 
 
 # --- shared -------------------------------------------------------------------------------------------------
-
-def _from_wheel(requirement: str, member: str) -> Callable[[Path], Prepared]:
-    def prepare(work: Path) -> Prepared:
-        return Prepared(extract(requirement, member, work))
-
-    return prepare
-
-
-def _reference(prepared: Prepared, feeds: list[Feed]) -> list[Named]:
-    return run_model(prepared.source, feeds)[0]
-
 
 def _evenly(items: list, count: int) -> list:
     """`count` items spread over the list (all of them when there are fewer)."""
@@ -355,23 +344,23 @@ MODELS: list[ZooModel] = [
         name="mediapipe-face-detection-short", wheel=MEDIAPIPE, task="face detection (BlazeFace, short range)",
         source_format="TFLite, fp16 weights (DEQUANTIZE), 2 outputs: 896 anchors x (box, 6 keypoints), score",
         tags=("fp16-tflite", "detector", "multi-output"),
-        prepare=_from_wheel(MEDIAPIPE, FACE_DETECTOR.member), data=_detector_data(FACE_DETECTOR, FACE_INPUT),
-        reference=_reference, score=_detector_score(FACE_DETECTOR),
+        prepare=from_wheel(MEDIAPIPE, FACE_DETECTOR.member), data=_detector_data(FACE_DETECTOR, FACE_INPUT),
+        reference=reference, score=_detector_score(FACE_DETECTOR),
         notes=PEOPLE_NOTE + ", letterboxed to 128 x 128 in [-1, 1]."),
     ZooModel(
         name="mediapipe-face-landmark", wheel=MEDIAPIPE, task="face mesh (468 3-D landmarks, face flag)",
         source_format="TFLite, fp16 weights (DEQUANTIZE), PRELU, 2 outputs (1, 1, 1, 1404) and (1, 1, 1, 1)",
         tags=("fp16-tflite", "landmarks", "multi-output"),
-        prepare=_from_wheel(MEDIAPIPE, MODULES + "face_landmark/face_landmark.tflite"), data=_face_landmark_data,
-        reference=_reference, score=_landmark_error("conv2d_21", 468, 3, FACE_LANDMARK_SIZE, 0.005, 0.02),
+        prepare=from_wheel(MEDIAPIPE, MODULES + "face_landmark/face_landmark.tflite"), data=_face_landmark_data,
+        reference=reference, score=_landmark_error("conv2d_21", 468, 3, FACE_LANDMARK_SIZE, 0.005, 0.02),
         notes=PEOPLE_NOTE + "; 192 x 192 crops (1.5 x the box, unrotated) around every face the short-range "
                             "detector finds in them, RGB in [0, 1]."),
     ZooModel(
         name="mediapipe-iris-landmark", wheel=MEDIAPIPE, task="iris and eye-contour landmarks",
         source_format="TFLite, fp32 weights, PRELU, 2 outputs (71 and 5 3-D points)",
         tags=("landmarks", "multi-output"),
-        prepare=_from_wheel(MEDIAPIPE, MODULES + "iris_landmark/iris_landmark.tflite"), data=_iris_data,
-        reference=_reference, score=_iris_score,
+        prepare=from_wheel(MEDIAPIPE, MODULES + "iris_landmark/iris_landmark.tflite"), data=_iris_data,
+        reference=reference, score=_iris_score,
         notes=PEOPLE_NOTE + "; 64 x 64 crops around both eye keypoints of every face the short-range detector "
                             "finds, left eyes mirrored."),
     ZooModel(
@@ -379,16 +368,16 @@ MODELS: list[ZooModel] = [
         source_format="TFLite, fp16 and sparse weights (DEQUANTIZE, DENSIFY), 2 outputs: 2254 anchors x (box, "
                       "4 keypoints), score",
         tags=("fp16-tflite", "detector", "multi-output", "sparse-weights"),
-        prepare=_from_wheel(MEDIAPIPE, POSE_DETECTOR.member), data=_detector_data(POSE_DETECTOR, POSE_INPUT),
-        reference=_reference, score=_detector_score(POSE_DETECTOR),
+        prepare=from_wheel(MEDIAPIPE, POSE_DETECTOR.member), data=_detector_data(POSE_DETECTOR, POSE_INPUT),
+        reference=reference, score=_detector_score(POSE_DETECTOR),
         notes=PEOPLE_NOTE + ", letterboxed to 224 x 224 in [-1, 1]."),
     ZooModel(
         name="mediapipe-pose-landmark-full", wheel=MEDIAPIPE, task="body pose (39 landmarks, mask, heatmap)",
         source_format="TFLite, fp16 weights (DEQUANTIZE), 5 outputs (landmarks, presence, 256 x 256 mask, "
                       "64 x 64 x 39 heatmap, world landmarks)",
         tags=("fp16-tflite", "landmarks", "segmentation", "multi-output"),
-        prepare=_from_wheel(MEDIAPIPE, MODULES + "pose_landmark/pose_landmark_full.tflite"),
-        data=_pose_landmark_data, reference=_reference, score=_pose_landmark_score,
+        prepare=from_wheel(MEDIAPIPE, MODULES + "pose_landmark/pose_landmark_full.tflite"),
+        data=_pose_landmark_data, reference=reference, score=_pose_landmark_score,
         notes=PEOPLE_NOTE + "; 256 x 256 crops around every person the pose detector finds (centre keypoint 0, "
                             "side 2.5 x its distance to keypoint 1, unrotated), RGB in [0, 1]."),
     ZooModel(
@@ -396,21 +385,21 @@ MODELS: list[ZooModel] = [
         source_format="TFLite, fp16 weights (DEQUANTIZE), MediaPipe's Convolution2DTransposeBias op, "
                       "HARD_SWISH, one (1, 256, 256, 1) output",
         tags=("fp16-tflite", "segmentation", "custom-op"),
-        prepare=_from_wheel(MEDIAPIPE, MODULES + "selfie_segmentation/selfie_segmentation.tflite"),
+        prepare=from_wheel(MEDIAPIPE, MODULES + "selfie_segmentation/selfie_segmentation.tflite"),
         data=_selfie_data, reference=_reference_with_xnnpack, score=_selfie_score,
         notes=PEOPLE_NOTE + ", stretched to 256 x 256, RGB in [0, 1]."),
     ZooModel(
         name="basic-pitch-tflite", wheel=BASIC_PITCH, task="music transcription (note, onset, pitch contour)",
         source_format="TFLite, fp32, 3 outputs, audio (1, 43844, 1)",
         tags=("audio", "multi-output"),
-        prepare=_from_wheel(BASIC_PITCH, PITCH_MODELS + "nmp.tflite"), data=_pitch_data,
-        reference=_reference, score=_pitch_score,
+        prepare=from_wheel(BASIC_PITCH, PITCH_MODELS + "nmp.tflite"), data=_pitch_data,
+        reference=reference, score=_pitch_score,
         notes="The network of basic-pitch (ONNX) as the wheel's .tflite; the same audio as basic-pitch."),
     ZooModel(
         name="basic-pitch-savedmodel", wheel=BASIC_PITCH, task="music transcription (note, onset, pitch contour)",
         source_format="TF SavedModel, serving_default signature, 3 named outputs, audio (N, 43844, 1)",
         tags=("audio", "multi-output", "savedmodel"),
-        prepare=_savedmodel_from_wheel, data=_pitch_data, reference=_reference,
+        prepare=_savedmodel_from_wheel, data=_pitch_data, reference=reference,
         score=_pitch_score,
         notes="The network of basic-pitch (ONNX) as the wheel's SavedModel; the same audio as basic-pitch."),
 ]

