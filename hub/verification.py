@@ -111,7 +111,8 @@ class Verifier:
                 refusals.append(refusal)
                 continue
             outputs = load_named_outputs(outputs_path)
-            return Outputs([[from_layout(o, state.layout) for o in sample] for sample in outputs.samples],
+            shapes = {o.shape for o in self.reference.outputs.samples[0]} if self.reference else set()
+            return Outputs([[from_layout(o, state.layout, shapes) for o in sample] for sample in outputs.samples],
                            outputs.names)
         if refusals and artifact == self.source_path:
             raise refusals[0]
@@ -198,7 +199,14 @@ def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(0, *range(2, array.ndim), 1))
 
 
-def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
+def from_layout(array: np.ndarray, layout: str, source_shapes: set[tuple[int, ...]] | frozenset = frozenset()
+                ) -> np.ndarray:
+    """An artifact's output in the source's layout: "nhwc" moves channels back to axis 1. An output that already
+    has a shape of the source's outputs, which moving would lose, stays: converters leave some outputs in the
+    source's layout (onnx2tf does with 3-D outputs that a TFLite-born ONNX graph computes channels-last)."""
     if layout != "nhwc" or array.ndim not in CHANNELS_LAST_RANKS:
         return array
-    return np.ascontiguousarray(array.transpose(0, array.ndim - 1, *range(1, array.ndim - 1)))
+    moved = np.ascontiguousarray(array.transpose(0, array.ndim - 1, *range(1, array.ndim - 1)))
+    if array.shape in source_shapes and moved.shape not in source_shapes:
+        return array
+    return moved

@@ -6,6 +6,11 @@ Each output gets a kind that decides its metrics:
 - "scores" (class scores or logits, shaped (1, classes)): cosine, max-abs, top-1 agreement, top-5 containment and
   top-1 agreement where the source is confident. Only these outputs are held to a target's `min_top1`.
 - "embedding" (a vector per sample, e.g. a sentence embedding): cosine and max-abs; an arg-max means nothing here.
+- "class-map" (a class distribution at every position: a text recognizer's (1, steps, characters), a face
+  detector's (1, 2, height, width) face/background map): cosine, max-abs and top-1 agreement per position, held to
+  `min_top1`. Where one class is the background (the reference's arg-max at most positions: CTC's blank, "no
+  face"), agreement counts only the positions where either side picks another class, as an intersection over
+  union: a read that loses one character in ten then shows, not drowned by the blank steps around it.
 - "tensor" (anything else: boxes and scores side by side, feature maps, sequences): cosine and max-abs over the
   whole output, and the cosine of every slice along its feature axis, so that a small-valued part (the class
   scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine.
@@ -75,6 +80,9 @@ class OutputFidelity:
     top5_containment: float | None = None
     confident_top1_agreement: float | None = None
     confident_samples: int = 0
+    class_axis: int | None = None
+    background_class: int | None = None
+    positions_compared: int | None = None
 
     def to_json(self) -> dict:
         data = {key: getattr(self, key) for key in self.__dataclass_fields__}
@@ -97,8 +105,8 @@ class Fidelity:
     """The artifact's agreement with the reference over all outputs; `outputs` has each output's own figures.
 
     max_abs: the largest absolute difference of any output. cosine: the lowest per-output mean cosine (over
-    samples). top1_agreement, top5_containment, confident_top1_agreement: the lowest over outputs of kind
-    "scores" (None when there are none). worst_slice_cosine: the lowest slice cosine of any "tensor" output.
+    samples). top1_agreement: the lowest over outputs of kind "scores" and "class-map"; top5_containment,
+    confident_top1_agreement: the lowest over "scores" outputs (None when there are none). worst_slice_cosine: the lowest slice cosine of any "tensor" output.
     """
 
     samples: int
@@ -256,8 +264,10 @@ def pair_outputs(reference: Outputs, candidate: Outputs) -> list[tuple[int, int,
 # ---- per-output measures ----------------------------------------------------------------------------------
 
 def output_kind(arrays: list[np.ndarray], names: tuple[str | None, ...]) -> str:
-    """scores, embedding or tensor (see the module's docstring): names decide first, then the values."""
+    """scores, embedding, class-map or tensor (see the module's docstring): names decide first, then the values."""
     first = arrays[0]
+    if class_axis(arrays) is not None:
+        return "class-map"
     if not (first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1):
         return "tensor"
     hint = " ".join(plain_name(n) or "" for n in names)
@@ -275,6 +285,32 @@ def output_kind(arrays: list[np.ndarray], names: tuple[str | None, ...]) -> str:
 
 def _are_probabilities(rows: np.ndarray) -> bool:
     return bool(np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+
+
+def class_axis(arrays: list[np.ndarray]) -> int | None:
+    """The axis (last, else channels) along which every position of a map holds a probability distribution
+    over classes; None for a vector (a (1, classes) output is plain "scores") or anything that is no such map."""
+    first = arrays[0]
+    if first.ndim < 3 or first.size == first.shape[-1] or not all(np.all(np.isfinite(a)) for a in arrays):
+        return None
+    for axis in dict.fromkeys((first.ndim - 1, 1)):
+        if first.shape[axis] > 1 and all(_are_probabilities(np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis]))
+                                         for a in arrays):
+            return axis
+    return None
+
+
+def _class_map_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int) -> dict:
+    """Top-1 agreement per position; with a background class, over the positions either side calls something
+    else (see the module's docstring)."""
+    ref = np.concatenate([np.argmax(r, axis=axis).reshape(-1) for r in reference])
+    cand = np.concatenate([np.argmax(c, axis=axis).reshape(-1) for c in candidate])
+    classes, counts = np.unique(ref, return_counts=True)
+    background = int(classes[np.argmax(counts)]) if counts.max() > ref.size / 2 else None
+    counted = np.ones_like(ref, dtype=bool) if background is None else (ref != background) | (cand != background)
+    agreement = float(np.mean(ref[counted] == cand[counted])) if counted.any() else 1.0
+    return {"top1_agreement": agreement, "class_axis": axis, "background_class": background,
+            "positions_compared": int(counted.sum())}
 
 
 def slice_axis(shape: tuple[int, ...]) -> int | None:
@@ -336,6 +372,8 @@ def compare_output(name: str, matched: str, matched_by: str, reference: list[np.
     figures: dict = {}
     if kind == "scores":
         figures = _class_agreement(reference, candidate)
+    if kind == "class-map":
+        figures = _class_map_agreement(reference, candidate, class_axis(reference))
     axis = slice_axis(reference[0].shape) if kind == "tensor" else None
     if axis is not None:
         worst = _worst_slice(reference, candidate, axis)
@@ -370,13 +408,14 @@ def compare(reference: Outputs | list[list[np.ndarray]], candidate: Outputs | li
 
 def summarize(samples: int, outputs: list[OutputFidelity]) -> Fidelity:
     scores = [o for o in outputs if o.kind == "scores"]
+    top1 = [o.top1_agreement for o in outputs if o.top1_agreement is not None]
     slices = [o.worst_slice_cosine for o in outputs if o.worst_slice_cosine is not None]
     confident = [o.confident_top1_agreement for o in scores if o.confident_top1_agreement is not None]
     return Fidelity(
         samples=samples,
         max_abs=max((o.max_abs for o in outputs), default=0.0),
         cosine=min((o.cosine for o in outputs), default=1.0, key=_nan_first),
-        top1_agreement=min((o.top1_agreement for o in scores), default=None),
+        top1_agreement=min(top1, default=None),
         top5_containment=min((o.top5_containment for o in scores), default=None),
         confident_top1_agreement=min(confident, default=None),
         confident_samples=max((o.confident_samples for o in scores), default=0),

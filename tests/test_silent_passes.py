@@ -134,3 +134,40 @@ def test_a_detector_with_its_scores_broken_is_refused_though_its_boxes_agree(tmp
     hit = corrupt(monkeypatch, invert_the_small_scores, not_the_source)
     error = refused(program, "onnxruntime-cpu", tmp_path / "out", calibration=tmp_path / "calibration.npz")
     assert hit and "slice" in error.message
+
+
+class LineReader(torch.nn.Module):
+    """A text line in, per column a distribution over a blank and 11 characters out (1, 16, 12), as CTC text
+    recognizers give: the blank wins most columns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.columns = torch.nn.Conv2d(1, 12, (8, 2), stride=(8, 2))
+        self.blank = torch.nn.Parameter(torch.tensor([4.0] + [0.0] * 11))
+
+    def forward(self, line: torch.Tensor) -> torch.Tensor:
+        logits = self.columns(line).flatten(2).transpose(1, 2) * 3.0 + self.blank
+        return torch.softmax(logits, dim=-1)
+
+
+def misread_every_other_character(array: np.ndarray) -> np.ndarray:
+    """A read whose every other non-blank column names the next character of the alphabet instead."""
+    wrong = array.copy()
+    columns = np.flatnonzero(array[0].argmax(-1) != 0)[::2]
+    wrong[0, columns, 1:] = np.roll(array[0, columns, 1:], 1, axis=-1)
+    return wrong
+
+
+def test_a_text_read_with_misread_characters_is_refused_though_the_blanks_agree(tmp_path, monkeypatch):
+    lines = np.random.default_rng(1).standard_normal((12, 1, 8, 32)).astype(np.float32)
+    np.savez(tmp_path / "calibration.npz", line=lines)
+    program = tmp_path / "reader.pt2"
+    module = LineReader().eval()
+    torch.export.save(torch.export.export(module, (torch.from_numpy(lines[:1]),)), program)
+    reads = module(torch.from_numpy(lines)).detach().numpy()
+    assert 0.5 < (reads.argmax(-1) == 0).mean() < 0.95  # blanks win most columns, not all
+
+    hit = corrupt(monkeypatch, misread_every_other_character, not_the_source)
+    error = refused(program, "onnxruntime-cpu", tmp_path / "out", calibration=tmp_path / "calibration.npz")
+    assert hit and "top-1 agreement" in error.message

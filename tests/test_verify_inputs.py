@@ -238,3 +238,60 @@ def test_dynamic_dimensions_take_the_calibration_samples_shapes(tmp_path):
     np.savez(path, images=np.zeros((5, 3, 48, 64), np.float32), scale=np.ones((5, 2), np.float32))
     samples = load_samples(path, specs)
     assert with_sample_shapes(specs, samples) == (TensorSpec("images", (1, 3, 48, 64)), TensorSpec("scale", (2,)))
+
+
+def _text_reads(rng: np.random.Generator, reads: int, steps: int = 40, characters: int = 30) -> list[np.ndarray]:
+    """Softmaxed CTC outputs (1, steps, characters): mostly the blank (class 0), a character every few steps."""
+    samples = []
+    for _ in range(reads):
+        logits = rng.normal(0, 1, (1, steps, characters))
+        logits[0, :, 0] += 8.0
+        for step in range(2, steps, 4):
+            logits[0, step, rng.integers(1, characters)] += 14.0
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        samples.append(exp / exp.sum(axis=-1, keepdims=True))
+    return samples
+
+
+def test_a_text_read_that_loses_characters_is_rejected_though_the_blanks_agree():
+    rng = np.random.default_rng(5)
+    reads = _text_reads(rng, 8)
+    misread = []
+    for read in reads:  # one character in five read as its neighbour in the alphabet
+        wrong = read.copy()
+        for step in range(2, read.shape[1], 20):
+            wrong[0, step, 1:] = np.roll(read[0, step, 1:], 1)
+        misread.append([wrong])
+    fidelity = compare([[r] for r in reads], misread)
+    (output,) = fidelity.outputs
+    assert output.kind == "class-map" and output.class_axis == 2 and output.background_class == 0
+    plain = np.mean([np.argmax(r, -1) == np.argmax(w[0], -1) for r, w in zip(reads, misread)])
+    assert plain > 0.9  # agreement over every step, blanks included, would let it through
+    assert output.top1_agreement < 0.85 and output.positions_compared == 8 * 10
+    assert any("top-1 agreement" in v for v in fidelity.violations(Tolerance(min_cosine=0.5, min_top1=0.9)))
+    noisy = [[np.clip(r + 1e-4 * rng.standard_normal(r.shape), 0, None)] for r in reads]
+    assert compare([[r] for r in reads], noisy).top1_agreement == 1.0
+
+
+def test_a_per_pixel_class_map_is_judged_on_its_foreground():
+    """A face map (1, 2, H, W): background/face probabilities along the channels."""
+    rng = np.random.default_rng(6)
+    face = rng.uniform(0, 1, (4, 1, 1, 12, 12)) ** 6  # mostly background
+    maps = [np.concatenate([1 - f, f], axis=1) for f in face]
+    fidelity = compare([[m] for m in maps], [[m[:, ::-1]] for m in maps])
+    (output,) = fidelity.outputs
+    assert output.kind == "class-map" and output.class_axis == 1 and output.background_class == 0
+    assert output.top1_agreement == 0.0
+    assert compare([[m] for m in maps], [[m] for m in maps]).top1_agreement == 1.0
+    assert compare([[f] for f in face], [[f] for f in face]).outputs[0].kind == "tensor"  # one channel: no classes
+
+
+def test_outputs_a_converter_left_in_the_source_layout_are_not_moved_back():
+    from hub.verification import from_layout
+
+    moved, left, square = np.zeros((1, 5, 7, 3)), np.zeros((1, 896, 16)), np.zeros((1, 4, 4))
+    source_shapes = {(1, 3, 5, 7), (1, 896, 16), (1, 4, 4)}
+    assert from_layout(moved, "nhwc", source_shapes).shape == (1, 3, 5, 7)
+    assert from_layout(left, "nhwc", source_shapes).shape == (1, 896, 16)
+    assert from_layout(left, "nhwc").shape == (1, 16, 896)  # no reference known yet: the declared layout
+    assert from_layout(square, "nhwc", source_shapes).shape == (1, 4, 4)

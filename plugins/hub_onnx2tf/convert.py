@@ -426,29 +426,32 @@ def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
 
     onnx2tf keeps NCHW inputs on request but has no option for outputs: a 4-D output comes out channels-last
     whatever is asked. A step that declared layout "source" would then be verified against transposed outputs,
-    so it fails here with the reason instead."""
+    so it fails here with the reason instead. Without keep_layout, an output onnx2tf left in the source's layout
+    (it does so with 3-D outputs of a graph that already computes channels-last, as tf2onnx writes from a TFLite
+    model) is accepted and named; verification moves back only the outputs that were moved."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model))
     tfl_inputs, tfl_outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    expected_inputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) not in CHANNELS_LAST_RANKS)
-                       for spec in inputs]
-    expected_outputs = [_expected_shape(spec.shape, keep_layout or len(spec.shape) not in CHANNELS_LAST_RANKS)
+    expected_inputs = [[_expected_shape(spec.shape, keep_layout)] for spec in inputs]
+    expected_outputs = [list(dict.fromkeys([_expected_shape(spec.shape, keep_layout), spec.shape]))
                         for spec in outputs]
     got_inputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_inputs]
     got_outputs = [tuple(int(d) for d in detail["shape"]) for detail in tfl_outputs]
-    if not _same_shapes(expected_outputs, got_outputs) or not _same_shapes(expected_inputs, got_inputs):
+    output_choices = _matched_shapes(expected_outputs, got_outputs)
+    if output_choices is None or _matched_shapes(expected_inputs, got_inputs) is None:
         layout = "source's layout" if keep_layout else "channels-last tensors"
         raise StepFailedError(
             f"onnx2tf wrote inputs {got_inputs} and outputs {got_outputs}, not the {layout} this step promises "
-            f"(expected inputs {expected_inputs}, outputs {expected_outputs})"
+            f"(expected inputs {[e[0] for e in expected_inputs]}, outputs {[e[0] for e in expected_outputs]})"
             + ("; onnx2tf cannot keep 4-D or 3-D outputs channels-first: use the channels-last variant"
                if keep_layout and any(len(spec.shape) in (3, 4, 5) for spec in outputs) else ""))
-    dtypes = {"input_dtypes": [np.dtype(d["dtype"]).name for d in tfl_inputs],
-              "output_dtypes": [np.dtype(d["dtype"]).name for d in tfl_outputs]}
+    dtypes: dict[str, Any] = {"input_dtypes": [np.dtype(d["dtype"]).name for d in tfl_inputs],
+                              "output_dtypes": [np.dtype(d["dtype"]).name for d in tfl_outputs]}
     if io_dtype is not None and set(dtypes["input_dtypes"] + dtypes["output_dtypes"]) != {io_dtype}:
         raise StepFailedError(f"onnx2tf's full-integer model does not have {io_dtype} inputs and outputs: {dtypes}")
-    return dtypes
+    left = [spec.name for spec, choice in zip(outputs, output_choices) if choice > 0]
+    return {**dtypes, "outputs_left_in_source_layout": left} if left else dtypes
 
 
 def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple[int | None, ...]:
@@ -457,15 +460,20 @@ def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple
     return (shape[0], *shape[2:], shape[1])
 
 
-def _same_shapes(expected: list[tuple[int | None, ...]], got: list[tuple[int, ...]]) -> bool:
-    """Equal as multisets where dimensions are known: the TFLite output order may differ from ONNX's."""
+def _matched_shapes(expected: list[list[tuple[int | None, ...]]], got: list[tuple[int, ...]]) -> list[int] | None:
+    """For each tensor, which of its acceptable shapes (the first preferred) the TFLite model has, matched as
+    multisets where dimensions are known (the TFLite output order may differ from ONNX's); None if none fits."""
     if len(expected) != len(got):
-        return False
-    remaining = list(got)
-    for shape in expected:
-        match = next((g for g in remaining if len(g) == len(shape)
-                      and all(e is None or e == d for e, d in zip(shape, g))), None)
-        if match is None:
-            return False
-        remaining.remove(match)
-    return True
+        return None
+    remaining, chosen = list(got), []
+    for alternatives in expected:
+        for choice, shape in enumerate(alternatives):
+            match = next((g for g in remaining if len(g) == len(shape)
+                          and all(e is None or e == d for e, d in zip(shape, g))), None)
+            if match is not None:
+                remaining.remove(match)
+                chosen.append(choice)
+                break
+        else:
+            return None
+    return chosen
