@@ -146,16 +146,20 @@ def plan_routes(
     catalog: Catalog, source: ModelState, target: Target, source_bytes: int, prefer: str = "balanced",
     count: int = 1,
 ) -> list[Route]:
-    """The `count` cheapest routes using only installed steps (possibly fewer, possibly none). Routes that leave a
-    format and come back to it (ONNX -> TFLite -> ONNX) are offered only when no other route exists: a detour
-    through another framework can only lose what the direct route keeps."""
+    """The `count` cheapest routes using only installed steps (possibly fewer, possibly none).
+
+    A route that leaves a format and comes back to it (ONNX -> TFLite -> ONNX) is a detour: it can only lose what
+    a direct route keeps. It is offered when no direct route exists, or, after every direct route, when it ends
+    with a step none of them ends with (a TFLite model whose TFLite quantizer refuses an operator that onnx2tf's
+    quantizer takes): never to reach the same last step the long way round."""
     direct, detours = [], []
     for route in enumerate_routes(catalog, available_steps(catalog), source, target, source_bytes / 1e6,
                                   weights_for(prefer)):
         (detours if returns_to_a_format(source, route) else direct).append(route)
         if len(direct) >= count:
             break
-    return direct[:count] if direct else detours[:count]
+    last_steps = {tuple(route.names[-1:]) for route in direct}
+    return (direct + [route for route in detours if tuple(route.names[-1:]) not in last_steps])[:count]
 
 
 def returns_to_a_format(source: ModelState, route: Route) -> bool:

@@ -133,7 +133,7 @@ def test_compression_is_never_added_unless_requested():
     assert [r.names for r in plan_routes(catalog, SOURCE, INT8, 0, count=5)] == [["export"]]
 
 
-def test_a_round_trip_through_another_format_is_offered_only_when_nothing_else_reaches_the_target():
+def test_a_round_trip_through_another_format_is_offered_only_when_it_ends_another_way():
     to_tflite = step("to-tflite", {"format": "onnx", "precision": "fp32"}, {"format": "tflite"}, seconds=1)
     back = step("back-to-onnx", {"format": "tflite"}, {"format": "onnx", "graph": "optimized"}, seconds=1)
     export = step("export", {"format": "torch-export"}, {"format": "onnx"}, seconds=1)
@@ -146,3 +146,14 @@ def test_a_round_trip_through_another_format_is_offered_only_when_nothing_else_r
     only_detour = catalog_of(export, to_tflite, back, compressors=(quantize,))
     assert [r.names for r in plan_routes(only_detour, SOURCE, INT8, 1_000_000, count=5)] == [
         ["export", "to-tflite", "back-to-onnx", "quantize"]]
+
+    # a TFLite source: its own quantizer first; the round trip through ONNX ends with another quantizer, so it is
+    # the fallback when the first refuses the model
+    tflite_int8 = Target("tflite-int8", "litert", Requirement.of(format="tflite", precision="int8"))
+    catalog = catalog_of(step("to-onnx", {"format": "tflite"}, {"format": "onnx"}, seconds=1),
+                         step("onnx-to-tflite-int8", {"format": "onnx"}, {"format": "tflite", "precision": "int8"},
+                              seconds=1),
+                         compressors=(step("tflite-quantize", {"format": "tflite", "precision": "fp32"},
+                                           {"precision": "int8"}, seconds=30),))
+    assert [r.names for r in plan_routes(catalog, ModelState("tflite"), tflite_int8, 1_000_000, count=3)] == [
+        ["tflite-quantize"], ["to-onnx", "onnx-to-tflite-int8"]]

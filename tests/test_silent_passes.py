@@ -105,6 +105,14 @@ def test_wrong_results_of_an_onnx_source_on_onnxruntime_are_refused(digits_model
     assert hit and "top-1 agreement" in error.message
 
 
+def test_wrong_results_of_a_tflite_source_quantized_as_tflite_are_refused(digits_model, tmp_path, monkeypatch):
+    source = hub.convert(digits_model["model"], to="tflite", output=tmp_path / "fp32").path
+    assert hub.plan(source, to="tflite-arm").routes[0].names == ["ai-edge-quantizer-int8"]
+    hit = corrupt(monkeypatch, swap_top_two_in_every_third_sample, quantized)
+    error = refused(source, "tflite-arm", tmp_path / "out", calibration=digits_model["calibration"])
+    assert hit and "top-1 agreement" in error.message
+
+
 class MixedDetector(torch.nn.Module):
     """One output per anchor mixing scales, as YOLO-class detectors do: 4 box values in pixels (0-320) beside
     2 class scores (0-1)."""

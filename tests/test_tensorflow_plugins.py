@@ -234,6 +234,40 @@ def test_a_tflite_source_with_float16_weights_reaches_onnx(models, tmp_path, sha
     assert mean_cosine(tflite_outputs(fp16, images["heldout"]), run_onnx(result.path, images["heldout"])) > 0.9999
 
 
+def as_an_old_flatbuffer(source: Path, target: Path) -> Path:
+    """The model as files written before TFLite's extended operator codes (MediaPipe's): the code only in
+    deprecated_builtin_code, 0 (ADD) in builtin_code, and no signature."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(source))
+    for code in model.operatorCodes:
+        code.deprecatedBuiltinCode, code.builtinCode = code.builtinCode, 0
+    model.signatureDefs = []
+    flatbuffer_utils.write_model(model, str(target))
+    return target
+
+
+@pytest.mark.slow
+def test_an_old_float16_tflite_file_reaches_tflite_arm_through_ai_edge_quantizer(models, tmp_path, shared_cache,
+                                                                                 images):
+    """A TFLite source quantizes as TFLite, in one step, without a round trip through ONNX."""
+    fp16 = hub.convert(models["keras"], to="tflite-fp16", output=tmp_path / "fp16", cache_dir=shared_cache).path
+    fp32 = hub.convert(models["keras"], to="tflite", output=tmp_path / "fp32", cache_dir=shared_cache).path
+    old = as_an_old_flatbuffer(fp16, tmp_path / "old.tflite")
+    result = hub.convert(old, to="tflite-arm", calibration=models["calibration"], output=tmp_path / "int8")
+    assert result.report.route == ["ai-edge-quantizer-int8"]
+    notes = result.report.steps[0].notes
+    assert notes["float16_constants_widened"] >= 5 and notes["operator_codes_renamed"] >= 5
+    assert notes["signature_added"] and notes["calibration_samples"] == CALIBRATION_SAMPLES
+    # the dynamic batch becomes the samples' one, and Flatten's SHAPE a constant: else it stayed float
+    assert len(notes["inputs_made_static"]) == 1 and notes["shape_operators_folded"] == 1
+    assert io_dtypes(result.path) == (["int8"], ["int8"]) and float_operators(result.path) == []
+    assert result.report.final.bytes <= 0.35 * fp32.stat().st_size
+    assert [s.name for s in describe_tflite(result.path).outputs] == [s.name for s in describe_tflite(old).outputs]
+    # held-out images, against the float model
+    assert mean_cosine(tflite_outputs(fp32, images["heldout"]), tflite_outputs(result.path, images["heldout"])) > 0.98
+
+
 # --- full integer or a list of what stayed float ----------------------------------------------------------
 
 @pytest.mark.slow
