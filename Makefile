@@ -31,9 +31,11 @@ demo: setup
 
 # Two workers, a test file each (most of a test's time is one process importing or converting, so two keep both
 # cores busy; a file's module fixtures stay in one worker), then the tests that time processes against each other
-# alone. Both parts run; either failing fails the target.
+# alone. Both parts run; either failing fails the target. The two workers' processes get one OpenMP thread each:
+# two workers of two threads on two cores made torch's small operators wait on each other (a CNN's distillation
+# ran 4x slower).
 test: setup
-	$(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=15 -m "not serial"; parallel=$$?; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=15 -m "not serial"; parallel=$$?; \
 	$(PY) -m pytest -q -rs --durations=5 -m serial; serial=$$?; \
 	test $$parallel = 0 && test $$serial = 0
 

@@ -66,6 +66,8 @@ def distill(ctx: StepContext) -> Path:
     options = {**DISTILL_DEFAULTS, **ctx.options}
     started = time.perf_counter()
     torch.manual_seed(int(options["seed"]))
+    if int(options["threads"]) > 0:
+        torch.set_num_threads(int(options["threads"]))
     program = load_program(ctx.input_path)
     names = program_input_names(program)
     samples = load_distillation_samples(options.get("samples"), names, program)

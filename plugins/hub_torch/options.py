@@ -50,6 +50,9 @@ DISTILL_OPTIONS = (
     Option("seed", int, 0, "seed of the sample order, crops and flips"),
     Option("quantization_aware", bool, True, "train at int8-rounded weights when the route goes on to int8"),
     Option("quantization_aware_from", float, 0.5, "from this fraction of the training on (0: from the start)"),
+    # A small model's operators are too short to share between threads: on 2 busy cores a 10k-weight CNN trained
+    # 4x faster on one thread than on torch's default of one per core.
+    Option("threads", int, 0, "torch threads for the training (0: torch's default, one per core)"),
 )
 PRUNE_DEFAULTS = defaults_of(PRUNE_OPTIONS)
 CLIP_DEFAULTS = defaults_of(CLIP_OPTIONS)
