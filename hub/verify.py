@@ -10,7 +10,10 @@ Each output gets a kind that decides its metrics:
   detector's (1, 2, height, width) face/background map): cosine, max-abs and top-1 agreement per position, held to
   `min_top1`. Where one class is the background (the reference's arg-max at most positions: CTC's blank, "no
   face"), agreement counts only the positions where either side picks another class, as an intersection over
-  union: a read that loses one character in ten then shows, not drowned by the blank steps around it.
+  union: a read that loses one character in ten then shows, not drowned by the blank steps around it. A sequence
+  ((1, steps, classes)) is also judged whole: its sequence agreement is the share of samples whose runs of
+  classes (repeats merged, the background dropped: what a CTC read decodes to) are the same, held to `min_top1`
+  too, since one wrong character in a 30-character line is a wrong line.
 - "tensor" (anything else: boxes and scores side by side, feature maps, sequences): cosine and max-abs over the
   whole output, and the cosine of every slice along its feature axis, so that a small-valued part (the class
   scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine.
@@ -83,12 +86,13 @@ class OutputFidelity:
     class_axis: int | None = None
     background_class: int | None = None
     positions_compared: int | None = None
+    sequence_agreement: float | None = None
 
     def to_json(self) -> dict:
         data = {key: getattr(self, key) for key in self.__dataclass_fields__}
         data["shape"] = list(self.shape)
         for key in ("cosine", "max_abs", "worst_slice_cosine", "top1_agreement", "top5_containment",
-                    "confident_top1_agreement"):
+                    "confident_top1_agreement", "sequence_agreement"):
             data[key] = _rounded(data[key])
         return data
 
@@ -158,6 +162,9 @@ def _violations(figures: "OutputFidelity | Fidelity", tolerance: Tolerance) -> l
     if tolerance.min_top1 is not None and figures.top1_agreement is not None \
             and figures.top1_agreement < tolerance.min_top1:
         found.append(f"top-1 agreement {figures.top1_agreement:.3f} < {tolerance.min_top1}")
+    sequences = getattr(figures, "sequence_agreement", None)
+    if tolerance.min_top1 is not None and sequences is not None and sequences < tolerance.min_top1:
+        found.append(f"sequence agreement {sequences:.3f} < {tolerance.min_top1}")
     if tolerance.max_abs is not None and not figures.max_abs <= tolerance.max_abs:
         found.append(f"max-abs {figures.max_abs:.3g} > {tolerance.max_abs}")
     return found
@@ -309,8 +316,19 @@ def _class_map_agreement(reference: list[np.ndarray], candidate: list[np.ndarray
     background = int(classes[np.argmax(counts)]) if counts.max() > ref.size / 2 else None
     counted = np.ones_like(ref, dtype=bool) if background is None else (ref != background) | (cand != background)
     agreement = float(np.mean(ref[counted] == cand[counted])) if counted.any() else 1.0
-    return {"top1_agreement": agreement, "class_axis": axis, "background_class": background,
-            "positions_compared": int(counted.sum())}
+    figures = {"top1_agreement": agreement, "class_axis": axis, "background_class": background,
+               "positions_compared": int(counted.sum())}
+    if reference[0].ndim == 3 and axis == 2:
+        same = [_runs(np.argmax(r, axis=axis).reshape(-1), background)
+                == _runs(np.argmax(c, axis=axis).reshape(-1), background) for r, c in zip(reference, candidate)]
+        figures["sequence_agreement"] = float(np.mean(same))
+    return figures
+
+
+def _runs(classes: np.ndarray, background: int | None) -> list[int]:
+    """The classes of a sequence with repeats merged and the background dropped."""
+    merged = [int(c) for i, c in enumerate(classes) if i == 0 or c != classes[i - 1]]
+    return [c for c in merged if c != background]
 
 
 def slice_axis(shape: tuple[int, ...]) -> int | None:

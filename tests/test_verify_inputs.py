@@ -295,3 +295,25 @@ def test_outputs_a_converter_left_in_the_source_layout_are_not_moved_back():
     assert from_layout(left, "nhwc", source_shapes).shape == (1, 896, 16)
     assert from_layout(left, "nhwc").shape == (1, 16, 896)  # no reference known yet: the declared layout
     assert from_layout(square, "nhwc", source_shapes).shape == (1, 4, 4)
+
+
+def test_a_sequence_is_also_judged_whole():
+    """Lines of text: one character wrong in one line of four leaves 97% of the characters but 75% of the
+    lines; a read that only moves a character by a step, or repeats it, still says the same."""
+    rng = np.random.default_rng(7)
+    reads = _text_reads(rng, 4)
+    shifted, misread = [], []
+    for index, read in enumerate(reads):
+        later = read.copy()
+        later[0, 3] = read[0, 2]  # the character at step 2 read again at step 3: the same text
+        shifted.append([later])
+        wrong = read.copy()
+        if index == 0:
+            wrong[0, 6, 1:] = np.roll(read[0, 6, 1:], 1)
+        misread.append([wrong])
+    same = compare([[r] for r in reads], shifted).outputs[0]
+    assert same.sequence_agreement == 1.0 and same.top1_agreement < 1.0
+    (output,) = compare([[r] for r in reads], misread).outputs
+    assert output.top1_agreement > 0.95 and output.sequence_agreement == 0.75
+    assert compare([[r] for r in reads], misread).violations(Tolerance(min_cosine=0.5, min_top1=0.9)) == [
+        "sequence agreement 0.750 < 0.9"]
