@@ -1,4 +1,5 @@
-"""Conformance: ONNX's own backend test models through `hub convert --to tflite`, against onnx2tf alone.
+"""Conformance: ONNX's own backend test models through `hub convert --to tflite` against onnx2tf alone, and
+through `hub convert --to onnxruntime-cpu` against ONNX Runtime alone.
 
 The onnx wheel ships about 140 test models with inputs and expected outputs
 (onnx/backend/test/data/{simple,pytorch-operator,pytorch-converted}/<name>/model.onnx + test_data_set_0/*.pb).
@@ -15,12 +16,16 @@ For each model this benchmark
   download), then runs *_float32.tflite, feeding each input in whichever layout its TFLite shape shows and
   reading each output as-is or moved back from channels-last, whichever matches the expected shape (both are
   tried when both fit: lenient to the baseline).
+- with --to onnxruntime-cpu, the hub's delivered .onnx is run with ONNX Runtime, and the baseline is ONNX
+  Runtime alone on the test model as it is (an InferenceSession, what a user does by hand).
 
-    .venv/bin/python benchmarks/conformance.py [--suite simple|pytorch-operator|pytorch-converted|all]
+    .venv/bin/python benchmarks/conformance.py [--to tflite|onnxruntime-cpu]
+        [--suite simple|pytorch-operator|pytorch-converted|all]
         [--limit N] [--budget SECONDS] [--only NAME] [--no-baseline] [--fresh]
 
-Results merge into benchmarks/results/conformance.json (keyed by suite/model; --fresh starts over) and
-conformance.md is rewritten from all of them after each model, so an interrupted run keeps what it measured.
+Results merge into benchmarks/results/conformance.json (conformance-onnxruntime.json for --to onnxruntime-cpu;
+keyed by suite/model; --fresh starts over) and the .md beside it is rewritten from all of them after each
+model, so an interrupted run keeps what it measured.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -166,6 +172,12 @@ def run_tflite(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return run_samples(path, [feed], THREADS)[0]
 
 
+def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from hub_onnxruntime.session import run_samples
+
+    return run_samples(path, [feed], THREADS)[0]
+
+
 # ---------------------------------------------------------------- the hub
 
 
@@ -189,7 +201,7 @@ def hub_check(model_path: Path, info: dict[str, Any], work: Path, relaxed: bool)
     row: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        result = hub.convert(str(model_path), to="tflite", calibration=str(calibration), output=str(out),
+        result = hub.convert(str(model_path), to=MODE.target, calibration=str(calibration), output=str(out),
                              use_cache=False, max_routes=3, step_timeout=STEP_TIMEOUT, threads=THREADS,
                              tolerance={"min_cosine": -1.0, "min_top1": 0.0} if relaxed else None)
     except hub.HubError as error:
@@ -211,15 +223,16 @@ def hub_check(model_path: Path, info: dict[str, Any], work: Path, relaxed: bool)
                hub_cosine=None if fidelity is None else getattr(fidelity, "cosine", None))
     try:
         feed = {name: to_layout(array, layout) for name, array in info["inputs"].items()}
-        got = [from_layout(o, layout) for o in run_tflite(result.path, feed)]
+        got = [from_layout(o, layout) for o in MODE.run(result.path, feed)]
         matched, why = compare(got, info["expected"])
     except Exception as error:
-        row.update(status="run-error", where="running the delivered .tflite",
+        row.update(status="run-error", where=f"running the delivered {result.path.suffix}",
                    reason=f"{type(error).__name__}: {first_line(str(error))}")
         return row
     row.update(status="pass" if matched else "mismatch", reason=why)
     if not matched:
-        row["where"] = "delivered .tflite disagrees with the expected outputs (the hub's own check passed)"
+        row["where"] = (f"delivered {result.path.suffix} disagrees with the expected outputs (the hub's own check "
+                        "passed)")
     return row
 
 
@@ -233,7 +246,7 @@ def _failed_step(failures: list[str]) -> str | None:
 # ---------------------------------------------------------------- onnx2tf alone
 
 
-def baseline_check(model_path: Path, info: dict[str, Any], work: Path) -> dict[str, Any]:
+def onnx2tf_alone_check(model_path: Path, info: dict[str, Any], work: Path) -> dict[str, Any]:
     from hub.verification import to_layout
     from hub_litert.interpreter import open_interpreter
 
@@ -277,6 +290,22 @@ def baseline_check(model_path: Path, info: dict[str, Any], work: Path) -> dict[s
             **({} if matched else {"where": "onnx2tf's .tflite disagrees with the expected outputs"})}
 
 
+def onnxruntime_alone_check(model_path: Path, info: dict[str, Any], work: Path) -> dict[str, Any]:
+    """What a user does by hand: the test model as it is, in an ONNX Runtime session."""
+    import onnxruntime
+
+    started = time.perf_counter()
+    try:
+        session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {name: array for name, array in info["inputs"].items()})
+    except Exception as error:
+        return {"status": "failed", "where": "onnxruntime", "seconds": round(time.perf_counter() - started, 1),
+                "reason": f"{type(error).__name__}: {first_line(str(error))}"}
+    matched, why = compare([np.asarray(o) for o in got], info["expected"])
+    return {"status": "pass" if matched else "mismatch", "seconds": round(time.perf_counter() - started, 1),
+            "reason": why, **({} if matched else {"where": "ONNX Runtime's outputs disagree with the expected"})}
+
+
 def _tflite_input(details: list[dict], name: str, position: int, count: int) -> dict | None:
     for detail in details:
         tensor = detail["name"].split(":")[0]
@@ -295,23 +324,23 @@ def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
 def summarize(results: dict[str, dict]) -> dict[str, Any]:
     rows = [r for r in results.values() if not r.get("skipped")]
     hub_rows = [r for r in rows if "hub" in r]
-    base_rows = [r for r in rows if "onnx2tf" in r]
+    base_rows = [r for r in rows if MODE.baseline in r]
     count = lambda rs, key: sum(1 for r in rs if r[key]["status"] == "pass")  # noqa: E731
     by_suite = {}
     for suite in SUITES:
         suite_rows = [r for r in hub_rows if r["suite"] == suite]
         if suite_rows:
             by_suite[suite] = {"models": len(suite_rows), "hub_matched": count(suite_rows, "hub"),
-                               "onnx2tf_alone_matched": count([r for r in suite_rows if "onnx2tf" in r], "onnx2tf"),
-                               "onnx2tf_alone_models": sum(1 for r in suite_rows if "onnx2tf" in r)}
-    both = [r for r in hub_rows if "onnx2tf" in r]
+                               "baseline_matched": count([r for r in suite_rows if MODE.baseline in r], MODE.baseline),
+                               "baseline_models": sum(1 for r in suite_rows if MODE.baseline in r)}
+    both = [r for r in hub_rows if MODE.baseline in r]
     return {
         "models": len(hub_rows), "skipped": sum(1 for r in results.values() if r.get("skipped")),
         "hub_matched": count(hub_rows, "hub"),
-        "onnx2tf_alone_models": len(base_rows), "onnx2tf_alone_matched": count(base_rows, "onnx2tf"),
+        "baseline": MODE.label, "baseline_models": len(base_rows), "baseline_matched": count(base_rows, MODE.baseline),
         "hub_only": sorted(k for k, r in results.items() if r in both and r["hub"]["status"] == "pass"
-                           and r["onnx2tf"]["status"] != "pass"),
-        "onnx2tf_only": sorted(k for k, r in results.items() if r in both and r["onnx2tf"]["status"] == "pass"
+                           and r[MODE.baseline]["status"] != "pass"),
+        "baseline_only": sorted(k for k, r in results.items() if r in both and r[MODE.baseline]["status"] == "pass"
                                and r["hub"]["status"] != "pass"),
         "relaxed_would_match": sorted(k for k, r in results.items() if r.get("hub_relaxed", {}).get("status")
                                       == "pass"),
@@ -320,24 +349,26 @@ def summarize(results: dict[str, dict]) -> dict[str, Any]:
 
 
 def render(results: dict[str, dict], summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = ["# Conformance: ONNX backend test models -> TFLite", "",
+    label = MODE.label
+    lines = [f"# Conformance: ONNX backend test models -> {MODE.target}", "",
              f"{meta['machine']}; onnx {meta['versions'].get('onnx')}, onnx2tf {meta['versions'].get('onnx2tf')}, "
+             f"onnxruntime {meta['versions'].get('onnxruntime')}, "
              f"tensorflow {meta['versions'].get('tensorflow')}. `benchmarks/conformance.py`: `hub.convert(to="
-             f"\"tflite\")` (target tolerance, {STEP_TIMEOUT} s per step, 3 routes, no cache) vs onnx2tf.convert "
-             f"by hand; each delivered .tflite run with LiteRT on test_data_set_0 and compared with the expected "
+             f"\"{MODE.target}\")` (target tolerance, {STEP_TIMEOUT} s per step, 3 routes, no cache) vs {label} "
+             f"by hand; each delivered model run on test_data_set_0 and compared with the expected "
              f"outputs (allclose rtol {RTOL}, atol {ATOL}).", "",
              f"**hub matched {summary['hub_matched']}/{summary['models']}**, "
-             f"onnx2tf alone matched {summary['onnx2tf_alone_matched']}/{summary['onnx2tf_alone_models']} "
+             f"{label} matched {summary['baseline_matched']}/{summary['baseline_models']} "
              f"(skipped before converting: {summary['skipped']}).", "",
-             "| suite | models | hub matched | onnx2tf alone matched |", "|---|---|---|---|"]
+             f"| suite | models | hub matched | {label} matched |", "|---|---|---|---|"]
     for suite, s in summary["by_suite"].items():
         lines.append(f"| {suite} | {s['models']} | {s['hub_matched']} | "
-                     f"{s['onnx2tf_alone_matched']}/{s['onnx2tf_alone_models']} |")
-    lines += ["", f"Hub matched, onnx2tf alone did not: {', '.join(summary['hub_only']) or 'none'}.",
-              f"onnx2tf alone matched, hub did not: {', '.join(summary['onnx2tf_only']) or 'none'}.",
+                     f"{s['baseline_matched']}/{s['baseline_models']} |")
+    lines += ["", f"Hub matched, {label} did not: {', '.join(summary['hub_only']) or 'none'}.",
+              f"{label} matched, hub did not: {', '.join(summary['baseline_only']) or 'none'}.",
               f"Refused by the hub's tolerance but matching the expected outputs when relaxed: "
               f"{', '.join(summary['relaxed_would_match']) or 'none'}.", "",
-              "## Hub failures", "", "| model | status | where | why | onnx2tf alone |", "|---|---|---|---|---|"]
+              "## Hub failures", "", f"| model | status | where | why | {label} |", "|---|---|---|---|---|"]
     for key, r in sorted(results.items()):
         if r.get("skipped") or r["hub"]["status"] == "pass":
             continue
@@ -347,23 +378,24 @@ def render(results: dict[str, dict], summary: dict[str, Any], meta: dict[str, An
             why = "; ".join(h["failures"])
         if r.get("hub_relaxed"):
             why += f" [relaxed: {r['hub_relaxed']['status']}, {r['hub_relaxed'].get('reason', '')}]"
-        base = r.get("onnx2tf", {}).get("status", "-")
+        base = r.get(MODE.baseline, {}).get("status", "-")
         lines.append(f"| {key} | {h['status']} | {_cell(h.get('where', ''))} | {_cell(why, 500)} | {base} |")
-    lines += ["", "## onnx2tf alone failures", "", "| model | status | why |", "|---|---|---|"]
+    lines += ["", f"## {label} failures", "", "| model | status | why |", "|---|---|---|"]
     for key, r in sorted(results.items()):
-        if r.get("skipped") or "onnx2tf" not in r or r["onnx2tf"]["status"] == "pass":
+        base = r.get(MODE.baseline)
+        if r.get("skipped") or base is None or base["status"] == "pass":
             continue
-        lines.append(f"| {key} | {r['onnx2tf']['status']} | {_cell(r['onnx2tf'].get('reason', ''), 300)} |")
+        lines.append(f"| {key} | {base['status']} | {_cell(base.get('reason', ''), 300)} |")
     skipped = [(k, r) for k, r in sorted(results.items()) if r.get("skipped")]
     if skipped:
         lines += ["", "## Skipped", "", "| model | why |", "|---|---|"]
         lines += [f"| {k} | {_cell(r['skipped'])} |" for k, r in skipped]
-    lines += ["", "## Every model", "", "| model | inputs | hub | route | hub s | onnx2tf alone | onnx2tf s |",
+    lines += ["", "## Every model", "", f"| model | inputs | hub | route | hub s | {label} | {label} s |",
               "|---|---|---|---|---|---|---|"]
     for key, r in sorted(results.items()):
         if r.get("skipped"):
             continue
-        h, b = r["hub"], r.get("onnx2tf", {})
+        h, b = r["hub"], r.get(MODE.baseline, {})
         lines.append(f"| {key} | {_cell(', '.join(r.get('input_specs', [])), 120)} | {h['status']} | "
                      f"{' -> '.join(h.get('route', [])) or '-'} | {h.get('seconds', '')} | {b.get('status', '-')} | "
                      f"{b.get('seconds', '')} |")
@@ -387,19 +419,42 @@ def versions() -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What the hub converts to, what a user would run by hand instead, and where the results go."""
+
+    target: str
+    baseline: str  # the key of the baseline's result in a row
+    label: str
+    results: str
+    run: Callable[[Path, dict[str, np.ndarray]], list[np.ndarray]]
+    baseline_check: Callable[[Path, dict[str, Any], Path], dict[str, Any]]
+
+
+MODES = {
+    "tflite": Mode("tflite", "onnx2tf", "onnx2tf alone", "conformance", run_tflite, onnx2tf_alone_check),
+    "onnxruntime-cpu": Mode("onnxruntime-cpu", "onnxruntime", "ONNX Runtime alone", "conformance-onnxruntime",
+                            run_onnx, onnxruntime_alone_check),
+}
+MODE = MODES["tflite"]
+
+
 def main() -> None:
+    global MODE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--to", choices=tuple(MODES), default="tflite", help="the hub's target")
     parser.add_argument("--suite", choices=(*SUITES, "all"), default="all")
     parser.add_argument("--limit", type=int, default=None, help="at most N models per suite")
     parser.add_argument("--only", action="append", default=[], help="only models with this name (repeatable)")
     parser.add_argument("--budget", type=float, default=None, help="start no new model after this many seconds")
-    parser.add_argument("--no-baseline", action="store_true", help="skip onnx2tf alone")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the library alone")
     parser.add_argument("--no-relaxed", action="store_true", help="no relaxed-tolerance retry on drift")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results in conformance.json")
     args = parser.parse_args()
+    MODE = MODES[args.to]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "conformance.json"
+    json_path = RESULTS / f"{MODE.results}.json"
     previous = json.loads(json_path.read_text()) if json_path.exists() and not args.fresh else {}
     results: dict[str, dict] = previous.get("models", {})
     meta = {"machine": f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} cores",
@@ -434,18 +489,18 @@ def main() -> None:
                             and row["hub"].get("error") == "FidelityError"):
                         row["hub_relaxed"] = hub_check(folder / "model.onnx", info, work, relaxed=True)
                     if not args.no_baseline:
-                        row["onnx2tf"] = baseline_check(folder / "model.onnx", info, work)
-            if args.no_baseline and "onnx2tf" in results.get(key, {}):
-                row["onnx2tf"] = results[key]["onnx2tf"]  # keep the baseline measured earlier
+                        row[MODE.baseline] = MODE.baseline_check(folder / "model.onnx", info, work)
+            if args.no_baseline and MODE.baseline in results.get(key, {}):
+                row[MODE.baseline] = results[key][MODE.baseline]  # keep the baseline measured earlier
             results[key] = row
             hub_status = row.get("hub", {}).get("status", "skipped")
             print(f"{key}: hub {hub_status} ({row.get('hub', {}).get('seconds', '-')} s)"
                   f"{'' if hub_status == 'pass' else ': ' + str(row.get('hub', {}).get('reason', row.get('skipped')))[:160]}"
-                  f"; onnx2tf alone {row.get('onnx2tf', {}).get('status', '-')}", flush=True)
+                  f"; {MODE.label} {row.get(MODE.baseline, {}).get('status', '-')}", flush=True)
             summary = summarize(results)
             json_path.write_text(json.dumps({"meta": meta, "summary": summary, "models": results}, indent=1,
                                             default=str) + "\n")
-            (RESULTS / "conformance.md").write_text(render(results, summary, meta))
+            (RESULTS / f"{MODE.results}.md").write_text(render(results, summary, meta))
     summary = summarize(results)
     print(json.dumps({k: v for k, v in summary.items() if k != "by_suite"}), flush=True)
 
