@@ -435,7 +435,7 @@ def _sensitivity_section(report: dict) -> str:
     for step in report.get("steps") or []:
         notes = step.get("notes") or {}
         if notes.get("ladder"):
-            blocks.append(_ladder_table(step["name"], notes["ladder"]))
+            blocks.append(_ladder_table(step["name"], notes["ladder"], notes.get("latency_ms")))
         scores = _layer_scores(notes.get("sensitivity"))
         if not scores:
             continue
@@ -453,8 +453,9 @@ def _sensitivity_section(report: dict) -> str:
     return "<section><h2>Quantization: ladder and sensitivity</h2>" + "".join(blocks) + "</section>"
 
 
-def _ladder_table(step: str, ladder: list[dict]) -> str:
-    """The rungs a step climbed after its plain result missed the tolerance, each with what it reached."""
+def _ladder_table(step: str, ladder: list[dict], latency: dict | None = None) -> str:
+    """The rungs a step climbed after its plain result missed the tolerance, each with what it reached, and what
+    the rung that passed costs in speed."""
     rows = []
     for rung in ladder:
         options = ", ".join(f"{k}={v}" for k, v in (rung.get("options") or {}).items()) or "plain"
@@ -462,8 +463,10 @@ def _ladder_table(step: str, ladder: list[dict]) -> str:
         outcome = rung.get("error") or "; ".join(rung.get("violations") or []) or "passed"
         rows.append(f"<tr><td>{esc(options)}</td><td>{number(fidelity.get('cosine'))}</td>"
                     f"<td>{number(fidelity.get('top1_agreement'))}</td><td>{esc(outcome)}</td></tr>")
+    speed = (f"<p>The rung that passed runs in {number(latency.get('chosen_rung'))} ms, the plain result in "
+             f"{number(latency.get('plain'))} ms ({latency.get('slowdown')}x).</p>" if latency else "")
     return (f"<h3>{esc(step)}: ladder</h3><table><thead><tr><th>rung</th><th>cosine</th><th>top-1</th>"
-            f"<th>outcome</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th>outcome</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{speed}")
 
 
 def _layer_scores(value: Any) -> dict[str, float]:

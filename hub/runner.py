@@ -97,6 +97,7 @@ class RouteRunner:
         if not violations:
             return record, output
         climbed = [_rung_record(None, record, violations)]
+        plain_output = output
         for rung in planned.step.ladder:
             try:
                 record, output = self._attempt(planned, artifact, later_precisions, rung)
@@ -107,10 +108,23 @@ class RouteRunner:
             rung_violations += _oversized(planned, artifact, record)
             climbed.append(_rung_record(rung, record, rung_violations))
             if not rung_violations:
-                return replace(record, notes={**record.notes, "ladder": climbed}), output
+                notes = {**record.notes, "ladder": climbed, **self._escalation_latency(planned, plain_output, output)}
+                return replace(record, notes=notes), output
         tried = f" (and on all {len(planned.step.ladder)} rungs of its ladder)" if planned.step.ladder else ""
         raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
                             + "; ".join(violations) + tried, detail=json.dumps(climbed, indent=1))
+
+    def _escalation_latency(self, planned: PlannedStep, plain: Path, chosen: Path) -> dict[str, Any]:
+        """What the rung that passed costs in speed: its latency and the plain result's, on the target's backend
+        (a rung that keeps layers in float or widens activations can run several times slower)."""
+        if not self.settings.verify:
+            return {}
+        plain_ms = self.verifier.latency_ms(plain, planned.result)
+        chosen_ms = self.verifier.latency_ms(chosen, planned.result)
+        if not plain_ms or not chosen_ms:
+            return {}
+        return {"latency_ms": {"plain": round(plain_ms, 3), "chosen_rung": round(chosen_ms, 3),
+                               "slowdown": round(chosen_ms / plain_ms, 2)}}
 
     def _attempt(self, planned: PlannedStep, artifact: Path, later_precisions: tuple[str, ...],
                  rung: Mapping[str, Any] | None) -> tuple[StepRecord, Path]:

@@ -63,4 +63,7 @@ def test_a_step_that_drifts_climbs_its_ladder_until_a_rung_passes(faulty, digits
     assert [bool(rung["violations"]) for rung in ladder] == [True, True, False]
     assert ladder[0]["fidelity"]["cosine"] < 0.99 and ladder[2]["fidelity"]["cosine"] > 0.9999
     assert report.steps[0].notes["rung"] == {"fault": "none"}
+    latency = report.steps[0].notes["latency_ms"]  # what the escalation costs in speed, measured
+    assert latency["plain"] > 0 and latency["chosen_rung"] > 0
+    assert latency["slowdown"] == pytest.approx(latency["chosen_rung"] / latency["plain"], rel=0.05)
     assert report.final.fidelity.cosine > 0.9999
