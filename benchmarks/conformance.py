@@ -494,8 +494,8 @@ def main() -> None:
                 row[MODE.baseline] = results[key][MODE.baseline]  # keep the baseline measured earlier
             results[key] = row
             hub_status = row.get("hub", {}).get("status", "skipped")
-            print(f"{key}: hub {hub_status} ({row.get('hub', {}).get('seconds', '-')} s)"
-                  f"{'' if hub_status == 'pass' else ': ' + str(row.get('hub', {}).get('reason', row.get('skipped')))[:160]}"
+            why = "" if hub_status == "pass" else ": " + str(row.get("hub", {}).get("reason", row.get("skipped")))[:160]
+            print(f"{key}: hub {hub_status} ({row.get('hub', {}).get('seconds', '-')} s){why}"
                   f"; {MODE.label} {row.get(MODE.baseline, {}).get('status', '-')}", flush=True)
             summary = summarize(results)
             json_path.write_text(json.dumps({"meta": meta, "summary": summary, "models": results}, indent=1,

@@ -110,7 +110,8 @@ class Fidelity:
 
     max_abs: the largest absolute difference of any output. cosine: the lowest per-output mean cosine (over
     samples). top1_agreement: the lowest over outputs of kind "scores" and "class-map"; top5_containment,
-    confident_top1_agreement: the lowest over "scores" outputs (None when there are none). worst_slice_cosine: the lowest slice cosine of any "tensor" output.
+    confident_top1_agreement: the lowest over "scores" outputs (None when there are none). worst_slice_cosine:
+    the lowest slice cosine of any "tensor" output.
     """
 
     samples: int

@@ -7,8 +7,8 @@ The library needs what old or hand-built flatbuffers may lack, so the step first
 - float32 weights where the model keeps float16 constants behind DEQUANTIZE operators (the library quantizes
   float32 tensors; the float16 copies are dropped, or the file would keep them beside the int8 ones);
 - static shapes (those the tensors have on the samples: a batch of one), with each SHAPE operator replaced by
-  the constant it then computes: the library leaves SHAPE reading a float copy of its input (a dynamic-batch Flatten computes its
-  shape so), and the model would not be fully integer;
+  the constant it then computes: the library leaves SHAPE reading a float copy of its input (a dynamic-batch
+  Flatten computes its shape so), and the model would not be fully integer;
 - a serving signature, which the library's calibration runs through.
 What each of these fixed, measured on MediaPipe's models, is in docs/notes.md.
 """
