@@ -4,7 +4,7 @@ own with the metrics that fit it.
 Outputs are paired by name, then by shape, never by position alone: converters reorder and rename outputs.
 Each output gets a kind that decides its metrics:
 - "scores" (class scores or logits, shaped (1, classes)): cosine, max-abs, top-1 agreement, top-5 containment and
-  top-1 agreement where the source is confident. Only these outputs are held to a target's `min_top1`.
+  top-1 agreement where the source is confident; held to a target's `min_top1`.
 - "embedding" (a vector per sample, e.g. a sentence embedding): cosine and max-abs; an arg-max means nothing here.
 - "class-map" (a class distribution at every position: a text recognizer's (1, steps, characters), a face
   detector's (1, 2, height, width) face/background map): cosine, max-abs and top-1 agreement per position, held to
