@@ -36,7 +36,11 @@ def quantize_tflite_int8(ctx: StepContext) -> Path:
     if not feeds:
         raise UsageError("ai-edge-quantizer-int8 needs calibration samples: pass --calibration")
     prepared = ctx.workdir / "prepared.tflite"
-    preparation = prepare_for_quantizer(ctx.input_path, prepared, feeds[0])
+    try:
+        preparation = prepare_for_quantizer(ctx.input_path, prepared, feeds[0])
+    except (ValueError, KeyError, IndexError, AttributeError) as error:  # a flatbuffer our rewrite does not know
+        raise StepFailedError(f"the TFLite file could not be prepared for ai-edge-quantizer: "
+                              f"{type(error).__name__}: {_first_line(error)}", detail=repr(error)) from error
     engine = quantizer.Quantizer(str(prepared))
     engine.load_quantization_recipe(getattr(recipe, options["recipe"])())
     try:
