@@ -24,6 +24,7 @@ from hub.verify import Fidelity, Outputs, compare
 from hub.worker import call_worker, load_named_outputs, save_samples
 
 LATENCY_REPEATS = 30
+METRICS_CODE = ("verify.py", "verification.py")  # what decides a fidelity figure, besides the backend
 REFERENCE_PRECISIONS = ("fp32",)
 
 
@@ -142,7 +143,9 @@ class Verifier:
                                f"output of {step} ({state}), which could not itself be checked against the source")
 
     def _fidelity_key(self, artifact: Path, state: ModelState, reference_digest: str) -> str | None:
-        return self._measurement_key("fidelity", artifact, state, reference=reference_digest)
+        # the metrics' own code is part of the key: a hub that measures differently must not recall old figures
+        return self._measurement_key("fidelity", artifact, state, reference=reference_digest,
+                                     metrics=[digest_path(Path(__file__).with_name(name)) for name in METRICS_CODE])
 
     def _measurement_key(self, kind: str, artifact: Path, state: ModelState, **extra: Any) -> str | None:
         backend = self.backend_for(state.format)
