@@ -128,13 +128,19 @@ class MixedDetector(torch.nn.Module):
         return torch.cat([torch.sigmoid(raw[..., :4]) * 320.0, torch.sigmoid(raw[..., 4:])], dim=-1)
 
 
+def exported_with_samples(module: torch.nn.Module, name: str, samples: np.ndarray, folder: Path
+                          ) -> tuple[Path, np.ndarray]:
+    """The module saved with torch.export (a batch of one) beside calibration.npz of the samples (fed as
+    `name`); returns the program and the module's outputs on all the samples."""
+    np.savez(folder / "calibration.npz", **{name: samples})
+    program = folder / "model.pt2"
+    torch.export.save(torch.export.export(module.eval(), (torch.from_numpy(samples[:1]),)), program)
+    return program, module(torch.from_numpy(samples)).detach().numpy()
+
+
 def test_a_detector_with_its_scores_broken_is_refused_though_its_boxes_agree(tmp_path, monkeypatch):
     images = np.random.default_rng(0).standard_normal((12, 3, 16, 16)).astype(np.float32)
-    np.savez(tmp_path / "calibration.npz", image=images)
-    program = tmp_path / "detector.pt2"
-    module = MixedDetector().eval()
-    torch.export.save(torch.export.export(module, (torch.from_numpy(images[:1]),)), program)
-    outputs = module(torch.from_numpy(images)).detach().numpy()
+    program, outputs = exported_with_samples(MixedDetector(), "image", images, tmp_path)
     broken = invert_the_small_scores(outputs)
     whole = float(np.dot(outputs.ravel(), broken.ravel()) / np.linalg.norm(outputs) / np.linalg.norm(broken))
     assert whole > 0.99  # what a whole-tensor cosine alone would have let through
@@ -169,11 +175,7 @@ def misread_every_other_character(array: np.ndarray) -> np.ndarray:
 
 def test_a_text_read_with_misread_characters_is_refused_though_the_blanks_agree(tmp_path, monkeypatch):
     lines = np.random.default_rng(1).standard_normal((12, 1, 8, 32)).astype(np.float32)
-    np.savez(tmp_path / "calibration.npz", line=lines)
-    program = tmp_path / "reader.pt2"
-    module = LineReader().eval()
-    torch.export.save(torch.export.export(module, (torch.from_numpy(lines[:1]),)), program)
-    reads = module(torch.from_numpy(lines)).detach().numpy()
+    program, reads = exported_with_samples(LineReader(), "line", lines, tmp_path)
     assert 0.5 < (reads.argmax(-1) == 0).mean() < 0.95  # blanks win most columns, not all
 
     hit = corrupt(monkeypatch, misread_every_other_character, not_the_source)
