@@ -86,7 +86,8 @@ def measure_result(model: ZooModel, report: dict, data: Data, reference: list[di
     layout = final["state"].rsplit("/", 1)[1] if "/" in final["state"] else "source"
     fidelity = final.get("fidelity") or {}
     pairing = {output["matched"]: output["name"] for output in fidelity.get("outputs", [])}
-    result, latency = run_model(path, data.heldout, layout)
+    source_shapes = frozenset(tuple(output["shape"]) for output in fidelity.get("outputs", []))
+    result, latency = run_model(path, data.heldout, layout, source_shapes)
     score = model.score(reference, renamed(result, pairing), target, data.heldout)
     return {"status": "ok" if score.passed else "task metric below bar", "route": " > ".join(report["route"]),
             "state": final["state"], "bytes": final["bytes"], "latency_ms": round(latency[0], 3),

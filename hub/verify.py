@@ -333,13 +333,19 @@ def _runs(classes: np.ndarray, background: int | None) -> list[int]:
 
 
 def slice_axis(shape: tuple[int, ...]) -> int | None:
-    """The feature axis whose slices are compared on their own: channels (axis 1) for images and volumes, else
-    the shortest axis longer than 1 (the 85 of a detector's (1, 8400, 85)); None for a vector."""
+    """The feature axis whose slices are compared on their own: channels for images and volumes (axis 1, or the
+    last axis behind a square NHWC plane), else the shortest axis longer than 1 (the 85 of a detector's
+    (1, 8400, 85)); None for a vector, and for a one-channel map: its rows and columns are places, not features
+    (an int8 text-probability map zeroes faint background rows, whose direction is lost though nothing the task
+    reads is)."""
     long_axes = [axis for axis, size in enumerate(shape) if size > 1]
     if len(long_axes) < 2:
         return None
-    if len(shape) >= 4 and shape[1] > 1:
-        return 1
+    if len(shape) >= 4:
+        if 1 in (shape[1], shape[-1]):
+            return None
+        channels_last = len(shape) == 4 and shape[1] == shape[2] != shape[3]
+        return len(shape) - 1 if channels_last else 1
     return min(long_axes, key=lambda axis: (shape[axis], axis))
 
 

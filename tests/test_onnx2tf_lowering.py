@@ -170,3 +170,62 @@ def test_a_paddle_style_graph_with_at_signs_in_node_names_and_minus_one_dims_con
     x = rng.standard_normal((1, 6)).astype(np.float32)
     (got,) = run_samples(Path(result.path), [{"x": x}], 1)[0]
     np.testing.assert_allclose(got, ReferenceEvaluator(onnx.load(str(source))).run(None, {"x": x})[0], atol=1e-5)
+
+
+def test_channels_last_inputs_keep_their_layout_through_the_route_that_keeps_it(tmp_path):
+    """A TensorFlow-born graph takes (1, 8, 8, 3) and transposes it channels-first itself. onnx2tf's default
+    would take it as (1, 8, 3, 8): that step refuses, and onnx2tf-nchw delivers the input as the source has it."""
+    import hub
+    from hub_litert.interpreter import describe_tflite, run_samples
+
+    rng = np.random.default_rng(5)
+    weights = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["x_nchw", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "nhwc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 4])],
+                              initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    source = tmp_path / "nhwc.onnx"
+    onnx.save(model, str(source))
+    x = rng.standard_normal((4, 1, 8, 8, 3)).astype(np.float32)
+    np.savez(tmp_path / "samples.npz", x=x)
+    result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"), use_cache=False)
+    (refused,) = result.report.alternatives_tried
+    assert refused.step == "onnx2tf" and "channels-last already" in refused.reason
+    assert result.report.route == ["onnx2tf-nchw"]
+    assert [spec.shape for spec in describe_tflite(Path(result.path)).inputs] == [(1, 8, 8, 3)]
+    (got,) = run_samples(Path(result.path), [{"x": x[0]}], 1)[0]
+    np.testing.assert_allclose(got, ReferenceEvaluator(model).run(None, {"x": x[0]})[0], atol=1e-4)
+
+
+def test_reshape_targets_computed_from_shapes_fold_round_after_round(tmp_path):
+    """PP-OCR's recognizer computes each Reshape target from the Shape of the previous Reshape's result: one
+    more folds per round of shape inference. Left computed, onnx2tf flattened (1, 40, 120) to (1, 1, 4800)."""
+    from hub_onnx2tf.convert import _tidy_for_onnx2tf
+
+    def flatten_last_two(source: str, name: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("Shape", [source], [f"{name}_shape"]),
+                helper.make_node("Slice", [f"{name}_shape", "zero", "two"], [f"{name}_head"]),
+                helper.make_node("Concat", [f"{name}_head", "minus_one"], [f"{name}_target"], axis=0),
+                helper.make_node("Reshape", [source, f"{name}_target"], [name])]
+
+    nodes = [*flatten_last_two("x", "flat"), helper.make_node("Unsqueeze", ["flat", "three"], ["grown"]),
+             *flatten_last_two("grown", "again"), helper.make_node("Transpose", ["again"], ["y"], perm=[0, 2, 1])]
+    constants = [numpy_helper.from_array(np.array([value], np.int64), name)
+                 for name, value in (("zero", 0), ("two", 2), ("minus_one", -1), ("three", 3))]
+    graph = helper.make_graph(nodes, "chained", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["n", 4, 1, "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "chained.onnx"
+    onnx.save(model, str(path))
+    changed = _tidy_for_onnx2tf(path, {"x": (1, 4, 1, 10)}, fold=True)
+    tidied = onnx.load(str(path))
+    assert changed["constant_nodes_folded"] >= 6
+    assert [n.op_type for n in tidied.graph.node if n.op_type in ("Shape", "Concat")] == []
+    x = np.random.default_rng(6).standard_normal((1, 4, 1, 10)).astype(np.float32)
+    np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
+                                  ReferenceEvaluator(model).run(None, {"x": x})[0])

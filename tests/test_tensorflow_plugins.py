@@ -250,14 +250,16 @@ def as_an_old_flatbuffer(source: Path, target: Path) -> Path:
 @pytest.mark.slow
 def test_an_old_float16_tflite_file_reaches_tflite_arm_through_ai_edge_quantizer(models, tmp_path, shared_cache,
                                                                                  images):
-    """A TFLite source quantizes as TFLite, in one step, without a round trip through ONNX."""
+    """A TFLite source quantizes as TFLite (its float16 weights widened first), without a round trip through
+    ONNX."""
     fp16 = hub.convert(models["keras"], to="tflite-fp16", output=tmp_path / "fp16", cache_dir=shared_cache).path
     fp32 = hub.convert(models["keras"], to="tflite", output=tmp_path / "fp32", cache_dir=shared_cache).path
     old = as_an_old_flatbuffer(fp16, tmp_path / "old.tflite")
     result = hub.convert(old, to="tflite-arm", calibration=models["calibration"], output=tmp_path / "int8")
-    assert result.report.route == ["ai-edge-quantizer-int8"]
-    notes = result.report.steps[0].notes
-    assert notes["float16_constants_widened"] >= 5 and notes["operator_codes_renamed"] >= 5
+    assert result.report.route == ["tflite-widen-fp16", "ai-edge-quantizer-int8"]
+    assert result.report.steps[0].notes["float16_constants_widened"] >= 5
+    notes = result.report.steps[1].notes
+    assert notes["operator_codes_renamed"] >= 5
     assert notes["signature_added"] and notes["calibration_samples"] == CALIBRATION_SAMPLES
     # the dynamic batch becomes the samples' one, and Flatten's SHAPE a constant: else it stayed float
     assert len(notes["inputs_made_static"]) == 1 and notes["shape_operators_folded"] == 1

@@ -203,6 +203,23 @@ def test_near_zero_slices_are_not_judged_by_the_direction_of_their_rounding_nois
     assert compare(reference, text_lost).violations(Tolerance(min_cosine=0.9999))
 
 
+def test_a_one_channel_map_has_no_feature_slices_and_channels_last_images_slice_by_channel():
+    """Rows of a (1, 1, H, W) probability map are places: int8 zeroing a faint background row (values 4e-3, one
+    int8 step) loses nothing the task reads. A channels-last (1, H, W, C) image slices along C."""
+    rng = np.random.default_rng(5)
+    page = rng.uniform(0, 1, (1, 1, 32, 48))
+    page[:, :, 7, :] = 4e-3
+    zeroed = page.copy()
+    zeroed[:, :, 7, :] = 0.0
+    fidelity = compare([[page]], [[zeroed]])
+    assert fidelity.outputs[0].slice_axis is None and not fidelity.violations(Tolerance(min_cosine=0.98))
+    image = rng.uniform(0, 1, (1, 16, 16, 3))
+    channel_lost = image.copy()
+    channel_lost[..., 2] = rng.uniform(0, 1, (1, 16, 16))
+    (output,) = compare([[image]], [[channel_lost]]).outputs
+    assert output.slice_axis == 3 and output.worst_slice == 2
+
+
 def test_embeddings_are_not_held_to_class_agreement():
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(8, 384))

@@ -11,16 +11,18 @@ from zoo_models import Feed, Named, Prepared
 THREADS = 2
 
 
-def run_model(path: Path, feeds: list[Feed], layout: str = "source") -> tuple[list[Named], list[float]]:
+def run_model(path: Path, feeds: list[Feed], layout: str = "source",
+              source_shapes: frozenset = frozenset()) -> tuple[list[Named], list[float]]:
     """Each feed's outputs keyed by the model's output names, and the model's batch-1 latency (ms, median) on
-    the first feed. `layout` "nhwc": the model takes and gives channels-last what the feeds hold channels-first."""
+    the first feed. `layout` "nhwc": the model takes and gives channels-last what the feeds hold channels-first,
+    except outputs that already have one of `source_shapes` (the hub's verification reads them so too)."""
     from hub.verification import from_layout, to_layout
 
     runner, names_of, latency = _backend(Path(path))
     laid = [{name: to_layout(value, layout) for name, value in feed.items()} for feed in feeds]
     outputs = runner(Path(path), laid, THREADS)
     names = names_of(Path(path))
-    named = [{name: from_layout(array, layout) for name, array in zip(names, sample)} for sample in outputs]
+    named = [{name: from_layout(array, layout, source_shapes) for name, array in zip(names, sample)} for sample in outputs]
     return named, [latency(Path(path), laid[0], THREADS, 20)]
 
 

@@ -3,7 +3,8 @@ int8 inputs and outputs (its static_wi8_ai8 recipe: per-channel int8 weights, in
 
 It quantizes the TFLite file itself, so a TFLite source (MediaPipe's models, a TFLite export) reaches the
 full-integer targets without a detour through ONNX and back, where every converter costs fidelity. A model whose
-weights are float16 behind DEQUANTIZE operators is first given float32 weights. Declarations only;
+weights are float16 behind DEQUANTIZE operators reaches it through tflite-widen-fp16 (hub_litert). Declarations
+only;
 hub_ai_edge_quantizer.quantize imports the library inside the worker.
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ def hub_compressors() -> list[Step]:
     return [
         Step(
             name="ai-edge-quantizer-int8",
-            # float16 weights (a MediaPipe model's) are widened to float32 before quantizing
-            accepts=Requirement.of(format="tflite", precision=("fp32", "fp16")),
+            # a float16 TFLite (a MediaPipe model) comes through tflite-widen-fp16 first
+            accepts=Requirement.of(format="tflite", precision="fp32"),
             produces={"precision": "int8"},
             run="hub_ai_edge_quantizer.quantize:quantize_tflite_int8",
             description="ai-edge-quantizer static_wi8_ai8: TFLite -> full-integer int8 TFLite with int8 inputs "

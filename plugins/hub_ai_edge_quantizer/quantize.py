@@ -10,6 +10,8 @@ The library needs what old or hand-built flatbuffers may lack, so the step first
   the constant it then computes: the library leaves SHAPE reading a float copy of its input (a dynamic-batch
   Flatten computes its shape so), and the model would not be fully integer;
 - a serving signature, which the library's calibration runs through.
+- sparse constants densified and MediaPipe's transposed-convolution custom operator made builtin
+  (hub_litert.rewrite).
 What each of these fixed, measured on MediaPipe's models, is in docs/notes.md.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 from hub.declarations import StepContext, defaults_of
 from hub.errors import StepFailedError, UsageError
 from hub_ai_edge_quantizer import OPTIONS, RECIPES
+from hub_litert.rewrite import builtin_of, densify_constants, drop_unused_tensors, hold_constant, \
+    replace_transpose_conv_bias, widen_float16_constants
 
 SIGNATURE = "serving_default"
 
@@ -52,9 +56,11 @@ def quantize_tflite_int8(ctx: StepContext) -> Path:
     output = ctx.workdir / "model.int8.tflite"
     output.write_bytes(bytes(quantized))
     prepared.unlink()
+    integer_outputs = read_integer_outputs(output)
     _check_integer(output, bool(options["full_integer"]))
     ctx.notes.update(converter=f"ai-edge-quantizer {_version()}", recipe=options["recipe"],
-                     calibration_samples=len(feeds), calibration_source=Path(ctx.calibration).name, **preparation)
+                     calibration_samples=len(feeds), calibration_source=Path(ctx.calibration).name, **preparation,
+                     outputs_read_before_dequantize=integer_outputs)
     return output
 
 
@@ -68,6 +74,8 @@ def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.nda
     for code in model.operatorCodes:
         if code.builtinCode < code.deprecatedBuiltinCode:
             code.builtinCode, renamed = code.deprecatedBuiltinCode, renamed + 1
+    densified = densify_constants(model, source)
+    replaced = replace_transpose_conv_bias(model)
     widened = widen_float16_constants(model)
     static = make_shapes_static(model, shapes)
     folded = fold_shape_operators(model)
@@ -76,30 +84,47 @@ def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.nda
     if signed:
         model.signatureDefs = [_serving_signature(model)]
     flatbuffer_utils.write_model(model, str(prepared))
-    return {"operator_codes_renamed": renamed, "float16_constants_widened": widened,
+    return {"operator_codes_renamed": renamed, "sparse_constants_densified": densified,
+            "transpose_conv_bias_replaced": replaced, "float16_constants_widened": widened,
             "inputs_made_static": static, "shape_operators_folded": folded, "signature_added": signed}
 
 
-def widen_float16_constants(model: Any) -> int:
-    """Replace each DEQUANTIZE of a float16 constant by a float32 constant holding the same values, and drop the
-    float16 tensors nothing reads any more; returns how many were replaced."""
+def read_integer_outputs(path: Path) -> list[str]:
+    """Give the model the int8 outputs it computes: the library ends an output that other operators also read
+    (Basic Pitch's pitch contour feeds its note head) with a DEQUANTIZE to float32. The graph and its signature
+    then output the int8 tensor itself, and the DEQUANTIZE goes when nothing else reads it. Returns the names
+    of the outputs so changed."""
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    widened = 0
-    for graph in model.subgraphs:
-        kept = []
-        for op in graph.operators:
-            source = graph.tensors[op.inputs[0]] if op.inputs is not None and len(op.inputs) else None
-            data = model.buffers[source.buffer].data if source is not None else None
-            if (_builtin(model, op) != schema.BuiltinOperator.DEQUANTIZE or source.type != schema.TensorType.FLOAT16
-                    or data is None or not len(data)):
-                kept.append(op)
-                continue
-            _hold_constant(model, graph.tensors[op.outputs[0]],
-                           np.frombuffer(bytes(bytearray(data)), np.float16).astype(np.float32))
-            widened += 1
-        graph.operators = kept
-    return widened
+    model = flatbuffer_utils.read_model(str(path))
+    graph, rewired = model.subgraphs[0], {}
+    producers = {int(op.outputs[0]): op for op in graph.operators if op.outputs is not None and len(op.outputs)}
+    for output in graph.outputs:
+        op = producers.get(int(output))
+        if op is None or builtin_of(model, op) != schema.BuiltinOperator.DEQUANTIZE:
+            continue
+        source = int(op.inputs[0])
+        if graph.tensors[source].type == schema.TensorType.INT8 and graph.tensors[source].quantization is not None:
+            rewired[int(output)] = source
+    if not rewired:
+        return []
+    graph.outputs = [rewired.get(int(i), int(i)) for i in graph.outputs]
+    for signature in model.signatureDefs or ():
+        for entry in signature.outputs or ():
+            entry.tensorIndex = rewired.get(int(entry.tensorIndex), int(entry.tensorIndex))
+    read = {int(i) for op in graph.operators for i in (op.inputs if op.inputs is not None else ())}
+    graph.operators = [op for op in graph.operators
+                       if not (op.outputs is not None and int(op.outputs[0]) in rewired
+                               and int(op.outputs[0]) not in read)]
+    names = sorted(_tensor_name(graph.tensors[source]) for source in rewired.values())
+    drop_unused_tensors(model)
+    flatbuffer_utils.write_model(model, str(path))
+    return names
+
+
+def _tensor_name(tensor: Any) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
 
 
 def runtime_shapes(model_path: Path, feed: dict[str, np.ndarray]) -> dict[int, tuple[int, ...]]:
@@ -137,57 +162,15 @@ def fold_shape_operators(model: Any) -> int:
 
     graph, kept, folded = model.subgraphs[0], [], 0
     for op in graph.operators:
-        if _builtin(model, op) != schema.BuiltinOperator.SHAPE:
+        if builtin_of(model, op) != schema.BuiltinOperator.SHAPE:
             kept.append(op)
             continue
         result = graph.tensors[op.outputs[0]]
         dtype = np.int64 if result.type == schema.TensorType.INT64 else np.int32
-        _hold_constant(model, result, np.asarray(graph.tensors[op.inputs[0]].shape, dtype))
+        hold_constant(model, result, np.asarray(graph.tensors[op.inputs[0]].shape, dtype))
         folded += 1
     graph.operators = kept
     return folded
-
-
-def _hold_constant(model: Any, tensor: Any, values: np.ndarray) -> None:
-    from ai_edge_litert import schema_py_generated as schema
-
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(values.tobytes(), np.uint8)
-    model.buffers.append(buffer)
-    tensor.buffer = len(model.buffers) - 1
-
-
-def drop_unused_tensors(model: Any) -> None:
-    """Remove the tensors no operator, graph input or output reads or writes (renumbering the rest), and empty
-    the buffers no tensor holds any more."""
-    for number, graph in enumerate(model.subgraphs):
-        indices = [graph.inputs, graph.outputs]
-        indices += [field for op in graph.operators for field in (op.inputs, op.outputs, op.intermediates)
-                    if field is not None]
-        used = sorted({int(i) for field in indices for i in field if i >= 0})
-        renumbered = {old: new for new, old in enumerate(used)}
-
-        def renumber(field: Any) -> Any:
-            return None if field is None else [renumbered[int(i)] if i >= 0 else -1 for i in field]
-
-        for op in graph.operators:
-            op.inputs, op.outputs, op.intermediates = (renumber(op.inputs), renumber(op.outputs),
-                                                       renumber(op.intermediates))
-        graph.inputs, graph.outputs = renumber(graph.inputs), renumber(graph.outputs)
-        graph.tensors = [graph.tensors[i] for i in used]
-        for signature in model.signatureDefs or ():
-            if signature.subgraphIndex == number:
-                for entry in (signature.inputs or []) + (signature.outputs or []):
-                    entry.tensorIndex = renumbered[int(entry.tensorIndex)]
-    held = {tensor.buffer for graph in model.subgraphs for tensor in graph.tensors}
-    for index, buffer in enumerate(model.buffers):
-        if index and index not in held:
-            buffer.data = None
-
-
-def _builtin(model: Any, op: Any) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def _serving_signature(model: Any) -> Any:

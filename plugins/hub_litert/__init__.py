@@ -2,13 +2,17 @@
 fallbacks). Declarations only: detection reads the flatbuffer with hub_litert.flatbuffer (no framework), and
 description, running and timing live in hub_litert.interpreter, imported by the worker that needs them.
 
+One converter, tflite-widen-fp16, rewrites a float16 TFLite as float32 in place of a conversion through ONNX
+(hub_litert.rewrite).
+
 Other plugins produce this format (TensorFlow's converter, onnx2tf, litert-torch): they name it "tflite" and
 leave running it to the "litert" backend.
 """
 from __future__ import annotations
 
-from hub.declarations import Backend, Format
+from hub.declarations import Backend, Format, Step
 from hub.hookspecs import hookimpl
+from hub.states import Requirement
 
 LITERT = ("ai-edge-litert>=1.2",)
 
@@ -41,5 +45,22 @@ def hub_backends() -> list[Backend]:
                         "dequantized with the model's own scale and zero point",
             requires=LITERT,
             extra="tflite",
+        )
+    ]
+
+
+@hookimpl
+def hub_converters() -> list[Step]:
+    return [
+        Step(
+            name="tflite-widen-fp16",
+            accepts=Requirement.of(format="tflite", precision="fp16"),
+            produces={"precision": "fp32"},
+            run="hub_litert.rewrite:widen_to_float32",
+            description="float16 TFLite -> float32 TFLite: the float16 weights behind DEQUANTIZE widened (as "
+                        "DEQUANTIZE computes them), sparse weights densified, MediaPipe's transposed "
+                        "convolution made builtin; lossless, inputs and outputs unchanged",
+            seconds=1.0, seconds_per_mb=0.05, size_ratio=2.0,
+            requires=LITERT, extra="tflite",
         )
     ]

@@ -14,7 +14,9 @@ from pathlib import Path
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
 # schema.fbs field numbers
-MODEL_VERSION, MODEL_SUBGRAPHS, MODEL_BUFFERS = 0, 2, 4
+MODEL_VERSION, MODEL_OPERATOR_CODES, MODEL_SUBGRAPHS, MODEL_BUFFERS = 0, 1, 2, 4
+CODE_DEPRECATED_BUILTIN, CODE_CUSTOM, CODE_BUILTIN = 0, 1, 3
+CUSTOM = 32
 SUBGRAPH_TENSORS = 0
 TENSOR_TYPE, TENSOR_BUFFER, TENSOR_IS_VARIABLE = 1, 2, 5
 BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 0, 1, 2
@@ -50,6 +52,10 @@ class _Table:
 
     def vector_length(self, field: int) -> int:
         return self._vector(field)[1]
+
+    def string(self, field: int) -> str:
+        start, count = self._vector(field)
+        return bytes(self.data[start:start + count]).decode("utf-8", "replace")
 
     def tables(self, field: int) -> list["_Table"]:
         start, count = self._vector(field)
@@ -103,6 +109,20 @@ def tensor_census(data: bytes | mmap.mmap) -> TensorCensus | None:
             if holds_data or not tensor.scalar(TENSOR_IS_VARIABLE, "B"):
                 counts[kind] = counts.get(kind, 0) + 1
     return TensorCensus(constant_types, activation_types)
+
+
+def operator_codes(path: Path) -> tuple[set[int], set[str]]:
+    """The builtin operator codes a model uses, and the names of its custom operators."""
+    with Path(path).open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        model = _Table(data, struct.unpack_from("<I", data, 0)[0])
+        builtins, customs = set(), set()
+        for code in model.tables(MODEL_OPERATOR_CODES):
+            builtin = max(code.scalar(CODE_DEPRECATED_BUILTIN, "b"), code.scalar(CODE_BUILTIN, "i"))
+            if builtin == CUSTOM:
+                customs.add(code.string(CODE_CUSTOM))
+            else:
+                builtins.add(builtin)
+        return builtins, customs
 
 
 def precision_of(census: TensorCensus) -> str:

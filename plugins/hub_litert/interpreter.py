@@ -41,12 +41,15 @@ def runtime() -> tuple[Any, str]:
                                  detail="\n".join(failures))
 
 
-def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True) -> Any:
+def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True,
+                     preserve_all_tensors: bool = False) -> Any:
     """An interpreter with tensors allocated. Without delegates, the operator list is the model's own (XNNPACK
     otherwise replaces what it takes by DELEGATE nodes); a model whose custom operators only the default
-    delegates resolve (MediaPipe's Convolution2DTransposeBias) is opened with them all the same."""
+    delegates resolve (MediaPipe's Convolution2DTransposeBias) is opened with them all the same. With
+    preserve_all_tensors, every intermediate tensor can be read after invoke()."""
     module, _ = runtime()
-    settings: dict[str, Any] = {"model_path": str(model_path), "num_threads": max(1, int(threads))}
+    settings: dict[str, Any] = {"model_path": str(model_path), "num_threads": max(1, int(threads)),
+                                "experimental_preserve_all_tensors": preserve_all_tensors}
     if not delegates:
         settings["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
@@ -54,7 +57,7 @@ def open_interpreter(model_path: Path, threads: int = 1, delegates: bool = True)
         interpreter.allocate_tensors()
     except Exception as error:
         if not delegates and "custom op" in str(error):
-            return open_interpreter(model_path, threads, delegates=True)
+            return open_interpreter(model_path, threads, True, preserve_all_tensors)
         raise UnsupportedModelError(f"the TFLite interpreter cannot load {Path(model_path).name}",
                                     detail=str(error)) from error
     return interpreter

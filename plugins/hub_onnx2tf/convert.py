@@ -57,6 +57,8 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
         raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
+    if not keep_layout:
+        _refuse_channels_last_inputs(ctx.input_path, inputs)
     # 3-D, 4-D and 5-D inputs move channels-last (the core transposes its samples the same way) unless kept.
     kept = [spec.name for spec in inputs if keep_layout and len(spec.shape) in CHANNELS_LAST_RANKS]
     scratch = ctx.workdir / "onnx2tf"
@@ -159,7 +161,7 @@ def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool
             tensor.shape = list(shapes[tensor.name])
     before = len(graph.nodes)
     if fold:
-        graph.fold_constants(fold_shapes=True).cleanup()
+        graph = _folded_at_concrete_shapes(graph)
     changed = {"constant_nodes_folded": before - len(graph.nodes),
                "dimensions_made_unknown": _negative_dims_unknown(graph),
                "nodes_renamed_for_tf": _tf_scope_node_names(graph)}
@@ -171,6 +173,23 @@ def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool
         tidied.metadata_props.extend(model.metadata_props)
         save_model(_with_inferred_shapes(tidied) if changed["constant_nodes_folded"] else tidied, path)
     return changed
+
+
+def _folded_at_concrete_shapes(graph: Any, rounds: int = 8) -> Any:
+    """Fold constant and shape subgraphs, inferring shapes again at the concrete input shapes between rounds
+    until nothing more folds: a shape is known only once the Reshape before it is folded (PP-OCR's recognizer
+    reshapes through Shape -> Slice -> Concat six times, one more per round; left computed, onnx2tf read the
+    shapes of its channels-last tensors and flattened (1, 40, 120) to (1, 1, 4800))."""
+    import onnx_graphsurgeon as gs
+
+    for _ in range(rounds):
+        count = len(graph.nodes)
+        _forget_inner_shapes(graph)
+        graph = gs.import_onnx(_with_inferred_shapes(gs.export_onnx(graph)))
+        graph.fold_constants(fold_shapes=True).cleanup()
+        if len(graph.nodes) == count:
+            break
+    return graph
 
 
 def _forget_inner_shapes(graph: Any) -> None:
@@ -233,6 +252,37 @@ def _lower_for_tflite(path: Path) -> list[str]:
     if rewritten:
         save_model(model, path)
     return rewritten
+
+
+def _refuse_channels_last_inputs(path: Path, inputs: tuple[TensorSpec, ...]) -> None:
+    """Moving channels last assumes channels-first inputs. A graph tf2onnx made from TensorFlow or TFLite keeps
+    TensorFlow's channels-last inputs (as does one whose inputs each go straight into a Transpose to channels
+    first): onnx2tf would give a (1, 224, 224, 3) image input the shape (1, 224, 3, 224). The step fails at once,
+    and the route that keeps the inputs' layout (onnx2tf-nchw) is the one to take."""
+    from hub_onnx.model_file import load_model
+
+    model = load_model(path, with_weights=False)
+    ranked = [spec for spec in inputs if len(spec.shape) in CHANNELS_LAST_RANKS]
+    from_tensorflow = model.producer_name == "tf2onnx"
+    channels_last = [spec.name for spec in ranked if from_tensorflow or _transposed_first(model, spec)]
+    if channels_last:
+        origin = "TensorFlow's (the graph is tf2onnx's)" if from_tensorflow else "transposed at once"
+        raise StepFailedError(
+            f"the inputs {', '.join(channels_last)} are channels-last already ({origin}): moving their channels "
+            "last again would scramble them; the onnx2tf-nchw route keeps them as they are")
+
+
+def _transposed_first(model: Any, spec: TensorSpec) -> bool:
+    """Whether every consumer of the input is a Transpose moving its last axis to axis 1."""
+    rank = len(spec.shape)
+    to_channels_first = [0, rank - 1, *range(1, rank - 1)]
+    consumers = [node for node in model.graph.node if spec.name in node.input]
+    return bool(consumers) and all(node.op_type == "Transpose" and _perm(node) == to_channels_first
+                                   for node in consumers)
+
+
+def _perm(node: Any) -> list[int] | None:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
 
 
 def _onnx_io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

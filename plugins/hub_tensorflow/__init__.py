@@ -22,6 +22,7 @@ TF_KERAS = "tf-keras>=2.16"
 TF2ONNX = "tf2onnx>=1.16"
 ONNX = "onnx>=1.16"
 H5PY = "h5py>=3.0"
+LITERT = "ai-edge-litert>=1.2"  # hub_litert.rewrite reads and writes flatbuffers with it
 EXTRA = "tf"
 ONNX_OPSET = 17
 
@@ -162,7 +163,7 @@ def hub_converters() -> list[Step]:
             description=f"float32 TFLite (or float16 weights, widened) -> ONNX with tf2onnx.convert.from_tflite "
                         f"(opset {ONNX_OPSET})",
             seconds=8.0, seconds_per_mb=0.1, options=OPSET,
-            requires=(TENSORFLOW, TF2ONNX, ONNX), extra=EXTRA,
+            requires=(TENSORFLOW, TF2ONNX, ONNX, LITERT), extra=EXTRA,
         ),
     ]
 

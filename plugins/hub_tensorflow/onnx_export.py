@@ -39,10 +39,17 @@ def savedmodel_to_onnx(ctx: StepContext) -> Path:
 
 
 def tflite_to_onnx(ctx: StepContext) -> Path:
+    """tf2onnx reads dense constants and builtin operators only: a file with sparse weights or MediaPipe's
+    transposed convolution is first rewritten into those, on a copy (hub_litert.rewrite)."""
     import tf2onnx
+    from hub_litert.rewrite import builtin_copy, needs_rewrite
 
+    source = ctx.input_path
+    if needs_rewrite(source):
+        source = ctx.workdir / "builtin.tflite"
+        ctx.notes.update(builtin_copy(ctx.input_path, source))
     output = ctx.workdir / "model.onnx"
-    tf2onnx.convert.from_tflite(str(ctx.input_path), opset=_opset(ctx), output_path=str(output))
+    tf2onnx.convert.from_tflite(str(source), opset=_opset(ctx), output_path=str(output))
     return _named_like_source(ctx, output)
 
 
