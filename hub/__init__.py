@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from hub.errors import (FidelityError, HubError, MissingDependencyError, NoRouteError, PluginError,
-                        StepFailedError, UnknownTargetError, UnsupportedModelError, UsageError)
+                        StepDeclinedError, StepFailedError, UnknownTargetError, UnsupportedModelError, UsageError)
 
 __all__ = [
     "convert", "plan", "inspect", "batch", "HubError", "NoRouteError", "StepFailedError", "FidelityError",
     "UnsupportedModelError", "UnknownTargetError", "MissingDependencyError", "UsageError", "PluginError",
+    "StepDeclinedError",
 ]
 
 

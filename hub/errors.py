@@ -52,6 +52,12 @@ class FidelityError(StepFailedError):
     """A step's output drifted from the source beyond the target's tolerance."""
 
 
+class StepDeclinedError(StepFailedError):
+    """A step looked at its input and declined it before doing any work, because another route handles such
+    input (onnx2tf's channels-last steps decline inputs that are channels-last already). The route still fails,
+    but does not count against the number of routes tried (--max-routes)."""
+
+
 class PluginError(HubError):
     """A plugin declared something the core cannot use (bad reference, duplicate name)."""
 

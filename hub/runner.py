@@ -15,7 +15,7 @@ import numpy as np
 
 from hub.cache import StepCache, copy_artifact
 from hub.declarations import Target, Tolerance
-from hub.errors import FidelityError, HubError, StepFailedError, UnsupportedModelError, UsageError
+from hub.errors import FidelityError, HubError, StepDeclinedError, StepFailedError, UnsupportedModelError, UsageError
 from hub.execution import StepExecutor
 from hub.inputs import SampleSet
 from hub.planner import PlannedStep, Route
@@ -206,14 +206,15 @@ RunRoute = Callable[[Route], tuple[Path, list[StepRecord]]]
 
 def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progress: Progress,
                   target_name: str) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
-    """Try routes in cost order, at most `attempts` of them, skipping any route that repeats a step which already
-    failed from the same state; the first route that runs and verifies wins. When all fail, raises one error that
-    lists each route's failure, of the class of a failure the user must fix (a flag, an untrusted file) if any."""
+    """Try routes in cost order, at most `attempts` of them (a route a step declined at once does not count),
+    skipping any route that repeats a step which already failed from the same state; the first route that runs
+    and verifies wins. When all fail, raises one error that lists each route's failure, of the class of a
+    failure the user must fix (a flag, an untrusted file) if any."""
     failures: list[RouteFailure] = []
     errors: list[HubError] = []
     failed: set[tuple[str, str]] = set()
     for route in routes:
-        if len(failures) >= attempts:
+        if sum(not isinstance(e, StepDeclinedError) for e in errors) >= attempts:
             break
         if any((p.name, str(p.source)) in failed for p in route.steps):
             continue

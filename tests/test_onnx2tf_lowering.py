@@ -194,7 +194,7 @@ def test_channels_last_inputs_keep_their_layout_through_the_route_that_keeps_it(
     result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
                          output=str(tmp_path / "out"), use_cache=False)
     (refused,) = result.report.alternatives_tried
-    assert refused.step == "onnx2tf" and "channels-last already" in refused.reason
+    assert refused.step == "onnx2tf" and "are channels-last already" in refused.reason
     assert result.report.route == ["onnx2tf-nchw"]
     assert [spec.shape for spec in describe_tflite(Path(result.path)).inputs] == [(1, 8, 8, 3)]
     (got,) = run_samples(Path(result.path), [{"x": x[0]}], 1)[0]

@@ -8,7 +8,7 @@ import pytest
 
 import hub
 from hub.declarations import Step
-from hub.errors import FidelityError, StepFailedError, UsageError
+from hub.errors import FidelityError, StepDeclinedError, StepFailedError, UsageError
 from hub.planner import PlannedStep, Route
 from hub.runner import SilentProgress, first_working
 from hub.states import ModelState, Requirement
@@ -52,6 +52,15 @@ def test_all_routes_failing_raise_one_error_naming_each_and_a_user_error_first()
     assert ran == [["a"], ["b"]]  # at most `attempts` routes
     assert caught.value.message.splitlines() == ["give --model-factory (all 2 route(s) tried to tflite failed)",
                                                  "  a: a: crashed", "  b: b: give --model-factory"]
+
+
+def test_a_route_a_step_declined_at_once_does_not_count_against_the_routes_tried():
+    run_route, ran = _runner({"nhwc": StepDeclinedError("inputs are channels-last already"),
+                              "a": StepFailedError("crashed")})
+    routes = [_route("nhwc"), _route("a"), _route("nchw")]
+    route, _, _, failures = first_working(routes, 2, run_route, SilentProgress(), "tflite")
+    assert route.names == ["nchw"] and ran == [["nhwc"], ["a"], ["nchw"]]
+    assert [f.step for f in failures] == ["nhwc", "a"]
 
 
 def test_a_long_library_message_is_one_line_per_route():

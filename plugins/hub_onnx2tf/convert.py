@@ -21,7 +21,7 @@ import numpy as np
 
 from hub.declarations import StepContext
 from hub.kit import working_directory
-from hub.errors import MissingDependencyError, StepFailedError, UsageError
+from hub.errors import MissingDependencyError, StepDeclinedError, StepFailedError, UsageError
 from hub.states import CHANNELS_LAST_RANKS, TensorSpec
 
 # onnx2tf reads this from its current directory before reaching for the internet (utils.common_functions).
@@ -266,9 +266,10 @@ def _refuse_channels_last_inputs(path: Path, inputs: tuple[TensorSpec, ...]) -> 
     from_tensorflow = model.producer_name == "tf2onnx"
     channels_last = [spec.name for spec in ranked if from_tensorflow or _transposed_first(model, spec)]
     if channels_last:
-        origin = "TensorFlow's (the graph is tf2onnx's)" if from_tensorflow else "transposed at once"
-        raise StepFailedError(
-            f"the inputs {', '.join(channels_last)} are channels-last already ({origin}): moving their channels "
+        origin = ("a graph tf2onnx made from TensorFlow" if from_tensorflow
+                  else "each goes into a Transpose to channels-first")
+        raise StepDeclinedError(
+            f"input(s) {', '.join(channels_last)} are channels-last already ({origin}): moving their channels "
             "last again would scramble them; the onnx2tf-nchw route keeps them as they are")
 
 
