@@ -207,15 +207,19 @@ RunRoute = Callable[[Route], tuple[Path, list[StepRecord]]]
 def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progress: Progress,
                   target_name: str) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
     """Try routes in cost order, at most `attempts` of them (a route a step declined at once does not count),
-    skipping any route that repeats a step which already failed from the same state; the first route that runs
-    and verifies wins. When all fail, raises one error that lists each route's failure, of the class of a
-    failure the user must fix (a flag, an untrusted file) if any."""
+    skipping any route that repeats a step which already failed from the same state, and trying routes without
+    a step whose output drifted before those with it (the same quantizer after a clean-up of the graph drifts
+    again; another quantizer may not). The first route that runs and verifies wins. When all fail, raises one
+    error that lists each route's failure, of the class of a failure the user must fix (a flag, an untrusted
+    file) if any."""
     failures: list[RouteFailure] = []
     errors: list[HubError] = []
     failed: set[tuple[str, str]] = set()
-    for route in routes:
-        if sum(not isinstance(e, StepDeclinedError) for e in errors) >= attempts:
-            break
+    drifted: set[str] = set()
+    pending = list(routes)
+    while pending and sum(not isinstance(e, StepDeclinedError) for e in errors) < attempts:
+        route = next((r for r in pending if not drifted & set(r.names)), pending[0])
+        pending.remove(route)
         if any((p.name, str(p.source)) in failed for p in route.steps):
             continue
         progress.route_started(route, len(failures) + 1)
@@ -225,6 +229,8 @@ def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progr
         except HubError as error:
             step = getattr(error, "failed_step", "?")
             failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
+            if isinstance(error, FidelityError):
+                drifted.add(step)
             failure = RouteFailure(route.names, step, error.message, error.detail)
             failures.append(failure)
             errors.append(error)

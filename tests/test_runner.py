@@ -63,6 +63,21 @@ def test_a_route_a_step_declined_at_once_does_not_count_against_the_routes_tried
     assert [f.step for f in failures] == ["nhwc", "a"]
 
 
+def test_after_a_step_drifts_routes_without_it_are_tried_first():
+    """A clean-up before the same quantizer drifts again; another quantizer is worth the next attempt."""
+    run_route, ran = _runner({"quantize": FidelityError("output drifted")})
+    # the clean-up gives the quantizer another input state: the route is not skipped, only deferred
+    routes = [_route("quantize"), _route("clean", "quantize", start=TFLITE), _route("other-quantizer"),
+              _route("more")]
+    route, _, _, _ = first_working(routes, 3, run_route, SilentProgress(), "cpu-int8")
+    assert route.names == ["other-quantizer"] and ran == [["quantize"], ["other-quantizer"]]
+    run_route, ran = _runner({"quantize": FidelityError("output drifted"), "other-quantizer": StepFailedError("x"),
+                              "more": StepFailedError("y")})
+    with pytest.raises(StepFailedError):
+        first_working(routes, 4, run_route, SilentProgress(), "cpu-int8")
+    assert ran == [["quantize"], ["other-quantizer"], ["more"], ["clean", "quantize"]]
+
+
 def test_a_long_library_message_is_one_line_per_route():
     noisy = "InvalidArgument: Got invalid dimensions for input\n index: 1 Got: 1 Expected: 8\n" + "[0.1 0.2]\n" * 200
     run_route, _ = _runner({"a": StepFailedError(noisy)})
