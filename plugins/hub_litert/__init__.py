@@ -54,7 +54,8 @@ def hub_converters() -> list[Step]:
     return [
         Step(
             name="tflite-widen-fp16",
-            accepts=Requirement.of(format="tflite", precision="fp16"),
+            # raw: a file as some other tool wrote it; onnx2tf's own float16 output is no route to float32
+            accepts=Requirement.of(format="tflite", precision="fp16", graph="raw"),
             produces={"precision": "fp32"},
             run="hub_litert.rewrite:widen_to_float32",
             description="float16 TFLite -> float32 TFLite: the float16 weights behind DEQUANTIZE widened (as "
