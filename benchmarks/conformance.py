@@ -117,8 +117,6 @@ def read_test_model(folder: Path) -> dict[str, Any]:
     if kinds - {"f"}:
         info["notes"].append("non-float inputs: " + ", ".join(sorted(str(a.dtype) for a in feed.values()
                                                                      if a.dtype.kind != "f")))
-    if any(a.dtype.kind in "OUS" for a in feed.values()):
-        info["notes"].append("string inputs: an .npz read with allow_pickle=False cannot hold them")
     if any(a.ndim == 0 or a.shape[0] != 1 for a in feed.values()):
         info["notes"].append("an input's first dimension is not a batch of 1 (the hub feeds batches of one)")
     return info
@@ -126,8 +124,10 @@ def read_test_model(folder: Path) -> dict[str, Any]:
 
 def calibration_arrays(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The hub's .npz convention: axis 0 is the sample axis and each sample is fed as a batch of one, so an array
-    whose first dimension is 1 already is one sample; any other array gets a leading sample axis of 1."""
-    return {name: (array if array.ndim and array.shape[0] == 1 else array[None]) for name, array in feed.items()}
+    whose first dimension is 1 already is one sample; any other array gets a leading sample axis of 1. Strings
+    are stored as unicode (an .npz pickles objects, and the hub reads none)."""
+    stored = {name: array.astype(np.str_) if array.dtype.kind == "O" else array for name, array in feed.items()}
+    return {name: (array if array.ndim and array.shape[0] == 1 else array[None]) for name, array in stored.items()}
 
 
 # ---------------------------------------------------------------- comparing

@@ -55,8 +55,12 @@ def _distribution(name: str, reference: list[np.ndarray], candidate: list[np.nda
 
 
 def _every(array: np.ndarray, stride: int) -> np.ndarray:
-    """Every stride-th value as float64: a segmentation map's millions of values need not all be held twice."""
-    return np.asarray(array).ravel()[::stride].astype(np.float64)
+    """Every stride-th value as float64: a segmentation map's millions of values need not all be held twice.
+    Strings and booleans have no distance to draw: none of their values."""
+    array = np.asarray(array)
+    if array.dtype.kind in "OUSb":
+        return np.zeros(0)
+    return array.ravel()[::stride].astype(np.float64)
 
 
 def _histogram(errors: np.ndarray) -> dict:

@@ -389,7 +389,7 @@ def _output_metrics(fidelity: dict | None, distribution: dict) -> str:
             items.append(("paired by", esc(fidelity["matched_by"]), ""))
         for label, key in (("top-1 agreement", "top1_agreement"), ("top-5 containment", "top5_containment"),
                            ("confident top-1", "confident_top1_agreement"),
-                           ("sequence agreement", "sequence_agreement")):
+                           ("sequence agreement", "sequence_agreement"), ("exact agreement", "exact_agreement")):
             if fidelity.get(key) is not None:
                 suffix = (f" of {fidelity['confident_samples']}" if key == "confident_top1_agreement"
                           and fidelity.get("confident_samples") else "")

@@ -115,8 +115,15 @@ def _check_arrays(arrays: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], 
         if spec.name not in arrays:
             raise UsageError(f"{path} has no array named {spec.name!r} (it has {sorted(arrays)}); "
                              "key the .npz by the model's input names")
-        checked[spec.name] = _with_sample_axis(arrays[spec.name], spec, path).astype(spec.dtype, copy=False)
+        checked[spec.name] = _with_sample_axis(arrays[spec.name], spec, path).astype(_stored_dtype(spec.dtype),
+                                                                                   copy=False)
     return checked
+
+
+def _stored_dtype(dtype: str) -> np.dtype:
+    """The dtype samples are kept in: a string input (numpy "object") as unicode, which an .npz holds without
+    pickling and ONNX Runtime takes as strings."""
+    return np.dtype(np.str_) if np.dtype(dtype) == np.dtype(object) else np.dtype(dtype)
 
 
 def _fits(shape: tuple[int, ...], wanted: tuple[int | None, ...]) -> bool:

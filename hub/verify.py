@@ -17,6 +17,8 @@ Each output gets a kind that decides its metrics:
 - "tensor" (anything else: boxes and scores side by side, feature maps, sequences): cosine and max-abs over the
   whole output, and the cosine of every slice along its feature axis, so that a small-valued part (the class
   scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine.
+- "exact" (strings and booleans, which have no distance): the share of samples whose output is identical,
+  which must be 1 whatever the tolerance; its cosine is that share and its max-abs the share that differs.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import numpy as np
 from hub.declarations import Tolerance
 
 CONFIDENT_SOFTMAX = 0.5
+EXACT_KINDS = "OUSb"  # numpy kinds of objects (strings), unicode, bytes and booleans
 # A slice may drift this many times further from cosine 1 than the whole output may (0.98 -> 0.94): single
 # channels are noisier than their sum, but a part that the result has lost falls far below. At 10 times
 # (0.98 -> 0.8) an int8 YOLOv8 passed with a class-score slice at cosine 0.89 while keeping 39% of its detections.
@@ -87,12 +90,13 @@ class OutputFidelity:
     background_class: int | None = None
     positions_compared: int | None = None
     sequence_agreement: float | None = None
+    exact_agreement: float | None = None
 
     def to_json(self) -> dict:
         data = {key: getattr(self, key) for key in self.__dataclass_fields__}
         data["shape"] = list(self.shape)
         for key in ("cosine", "max_abs", "worst_slice_cosine", "top1_agreement", "top5_containment",
-                    "confident_top1_agreement", "sequence_agreement"):
+                    "confident_top1_agreement", "sequence_agreement", "exact_agreement"):
             data[key] = _rounded(data[key])
         return data
 
@@ -152,6 +156,9 @@ class Fidelity:
 def _violations(figures: "OutputFidelity | Fidelity", tolerance: Tolerance) -> list[str]:
     """What an output (or a summary of outputs) misses of the tolerance; the slice bound applies to outputs
     measured slice by slice."""
+    exact = getattr(figures, "exact_agreement", None)
+    if exact is not None:
+        return [] if exact == 1.0 else [f"exact agreement {exact:.3f} < 1 (strings and booleans must match)"]
     found = []
     if not figures.cosine >= tolerance.min_cosine:  # written so that a NaN cosine fails too
         found.append(f"cosine {figures.cosine:.5f} < {tolerance.min_cosine}")
@@ -392,6 +399,8 @@ def _class_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -
 def compare_output(name: str, matched: str, matched_by: str, reference: list[np.ndarray],
                    candidate: list[np.ndarray], names: tuple[str | None, ...]) -> OutputFidelity:
     """One output over all samples (`reference[s]` against `candidate[s]`)."""
+    if any(np.asarray(r).dtype.kind in EXACT_KINDS for r in reference):
+        return _compare_exactly(name, matched, matched_by, reference, candidate)
     candidate = [c.reshape(r.shape).astype(np.float64) for r, c in zip(reference, candidate, strict=True)]
     kind = output_kind(reference, names)
     figures: dict = {}
@@ -409,6 +418,15 @@ def compare_output(name: str, matched: str, matched_by: str, reference: list[np.
         cosine=float(np.mean([cosine(r, c) for r, c in zip(reference, candidate)])),
         max_abs=max((max_abs_difference(r, c) for r, c in zip(reference, candidate)), default=0.0),
         **figures)
+
+
+def _compare_exactly(name: str, matched: str, matched_by: str, reference: list[np.ndarray],
+                     candidate: list[np.ndarray]) -> OutputFidelity:
+    same = float(np.mean([np.array_equal(np.asarray(r).astype(str), np.asarray(c).astype(str))
+                          for r, c in zip(reference, candidate, strict=True)]))
+    return OutputFidelity(name=name, matched=matched, matched_by=matched_by, kind="exact",
+                          shape=tuple(np.asarray(reference[0]).shape), cosine=same, max_abs=1.0 - same,
+                          exact_agreement=same)
 
 
 def compare(reference: Outputs | list[list[np.ndarray]], candidate: Outputs | list[list[np.ndarray]]) -> Fidelity:

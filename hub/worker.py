@@ -176,8 +176,11 @@ def save_outputs(path: Path, outputs: list[list[np.ndarray]], names: list[str] |
 
 def _portable(value: object) -> np.ndarray:
     """An output as an array numpy reads back anywhere: extension floats (bfloat16, float8 from ml_dtypes) are
-    saved as float32, since an .npz stores them as opaque bytes that nothing can cast back."""
+    saved as float32, since an .npz stores them as opaque bytes that nothing can cast back; strings (ONNX
+    Runtime gives them as objects, which an .npz pickles) as unicode."""
     array = np.asarray(value)
+    if array.dtype.kind == "O":
+        return array.astype(np.str_)
     return array.astype(np.float32) if array.dtype.kind == "V" and array.dtype.itemsize <= 4 else array
 
 

@@ -181,3 +181,36 @@ def test_a_text_read_with_misread_characters_is_refused_though_the_blanks_agree(
     hit = corrupt(monkeypatch, misread_every_other_character, not_the_source)
     error = refused(program, "onnxruntime-cpu", tmp_path / "out", calibration=tmp_path / "calibration.npz")
     assert hit and "top-1 agreement" in error.message
+
+
+def string_model(folder: Path) -> tuple[Path, Path]:
+    """ONNX's StringNormalizer (stop words dropped, case kept): strings in, strings out, and a calibration file
+    holding unicode strings (an .npz of objects would need pickling, which the hub refuses)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("StringNormalizer", ["words"], ["kept"], case_change_action="NONE",
+                            is_case_sensitive=1, stopwords=["monday"])
+    graph = helper.make_graph([node], "strings", [helper.make_tensor_value_info("words", TensorProto.STRING, [4])],
+                              [helper.make_tensor_value_info("kept", TensorProto.STRING, [None])])
+    path = folder / "strings.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    days = np.array([["monday", "tuesday", "friday", "sunday"], ["monday", "monday", "may", "june"]], dtype=np.str_)
+    np.savez(folder / "words.npz", words=days)
+    return path, folder / "words.npz"
+
+
+def misspell_the_last_word(array: np.ndarray) -> np.ndarray:
+    wrong = array.astype(np.str_)
+    wrong[-1] = wrong[-1][::-1]
+    return wrong
+
+
+def test_string_outputs_must_match_exactly_and_a_changed_one_is_refused(tmp_path, monkeypatch):
+    model, words = string_model(tmp_path)
+    result = hub.convert(model, to="onnxruntime-cpu", calibration=words, output=tmp_path / "ok", use_cache=False)
+    (output,) = result.report.final.fidelity.outputs
+    assert output.kind == "exact" and output.exact_agreement == 1.0
+    hit = corrupt(monkeypatch, misspell_the_last_word, not_the_source)
+    error = refused(model, "onnxruntime-cpu", tmp_path / "out", calibration=words, use_cache=False)
+    assert hit and "exact agreement 0.000 < 1" in error.message

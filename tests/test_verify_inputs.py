@@ -334,3 +334,15 @@ def test_a_sequence_is_also_judged_whole():
     assert output.top1_agreement > 0.95 and output.sequence_agreement == 0.75
     assert compare([[r] for r in reads], misread).violations(Tolerance(min_cosine=0.5, min_top1=0.9)) == [
         "sequence agreement 0.750 < 0.9"]
+
+
+def test_strings_and_booleans_are_compared_exactly():
+    words = [[np.array(["tuesday", "friday"])], [np.array(["may"])]]
+    same = compare(words, [[np.array(["tuesday", "friday"], dtype=object)], [np.array(["may"])]])
+    assert same.outputs[0].kind == "exact" and not same.violations(Tolerance(min_cosine=0.9999))
+    changed = compare(words, [[np.array(["tuesday", "friday"])], [np.array(["june"])]])
+    assert changed.outputs[0].exact_agreement == 0.5
+    assert changed.violations(Tolerance(min_cosine=0.5)) == ["exact agreement 0.500 < 1 (strings and booleans "
+                                                             "must match)"]
+    flags = [[np.array([True, False])]]
+    assert compare(flags, [[np.array([True, True])]]).violations(Tolerance(min_cosine=0.0))
