@@ -365,6 +365,26 @@ def test_sensitivity_ranks_the_node_whose_quantization_loses_most_first(optimize
     assert mean_cosine(outputs(kept, samples), exact) >= mean_cosine(outputs(plain, samples), exact) - 1e-4
 
 
+def test_widen_sensitive_gives_the_worst_nodes_outputs_16_bit_activations(optimized_model, calibration, samples,
+                                                                         tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from hub_onnx.sensitivity import rank_node_outputs
+
+    plain = run_static_int8(context(optimized_model, tmp_path / "plain", calibration))
+    (node, _, tensor), *_ = rank_node_outputs(optimized_model, plain, samples[:8])
+    ctx = context(optimized_model, tmp_path / "wide", calibration, widen_sensitive=1)
+    widened = run_static_int8(ctx)
+    assert ctx.notes["widened_to_16_bit"] == [tensor] and "kept_float" not in ctx.notes
+    model = onnx.load(str(widened))
+    zero_points = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    types = {n.input[0]: zero_points[n.input[2]].dtype for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert types[tensor] == np.uint16 and list(types.values()).count(np.uint16) < len(types)
+    exact = outputs(optimized_model, samples)
+    assert mean_cosine(outputs(widened, samples), exact) >= mean_cosine(outputs(plain, samples), exact) - 1e-4
+
+
 def test_static_int8_without_calibration_uses_random_inputs_and_warns(optimized_model, samples, tmp_path):
     ctx = context(optimized_model, tmp_path / "work", random_calibration_samples=4)
     output = run_static_int8(ctx)

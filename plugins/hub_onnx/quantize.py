@@ -17,18 +17,27 @@ Feed = dict[str, np.ndarray]
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile",
                        "distribution": "Distribution"}
 QUANT_TYPES = {"uint8": "QUInt8", "int8": "QInt8", "uint16": "QUInt16", "int16": "QInt16"}
+WIDER_ACTIVATION = {"uint8": "uint16", "int8": "int16", "uint16": "uint16", "int16": "int16"}
 
 
 def run_static_int8(ctx: StepContext) -> Path:
     """quantize_static in QDQ format, calibrated on ctx.calibration (or seeded random inputs, with a warning);
-    with exclude_sensitive=N, the N weighted nodes that lose the most in a plain quantization stay float."""
+    with widen_sensitive=N, the outputs of the N weighted nodes that lose the most in a plain quantization get
+    16-bit activations; with exclude_sensitive=N, those nodes stay float."""
     options = {**defaults_of(STATIC_INT8_OPTIONS), **ctx.options}
     upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
     output = ctx.workdir / "model.int8.onnx"
-    excluded = _most_sensitive(ctx, feeds, options, model, int(options["exclude_sensitive"]))
-    _quantize_static(ctx.input_path, output, feeds, options, model, excluded)
+    ranking = _most_sensitive(ctx, feeds, options, model,
+                              max(int(options["exclude_sensitive"]), int(options["widen_sensitive"])))
+    excluded = [node for node, _, _ in ranking[:int(options["exclude_sensitive"])]]
+    widened = [tensor for _, _, tensor in ranking[:int(options["widen_sensitive"])]]
+    if excluded:
+        ctx.notes["kept_float"] = excluded
+    if widened:
+        ctx.notes["widened_to_16_bit"] = widened
+    _quantize_static(ctx.input_path, output, feeds, options, model, excluded, widened)
     ctx.notes.update({key: options[key] for key in ("per_channel", "activation_type", "weight_type",
                                                     "calibrate_method", "symmetric_activations", "reduce_range")})
     ctx.notes["calibration_samples"] = len(feeds)
@@ -96,21 +105,19 @@ def _free_name(base: str, taken: set[str]) -> str:
 
 
 def _most_sensitive(ctx: StepContext, feeds: list[Feed], options: dict[str, Any], model: Any,
-                    count: int) -> list[str]:
+                    count: int) -> list[tuple[str, float, str]]:
     """The `count` weighted nodes whose quantization loses the most signal-to-noise, measured on a plain
-    quantization of the model; noted with the ranking."""
+    quantization of the model, with the dB lost and their output tensors; noted with the ranking."""
     if count <= 0:
         return []
-    from hub_onnx.sensitivity import rank_nodes
+    from hub_onnx.sensitivity import rank_node_outputs
 
     probe = ctx.workdir / "probe" / "model.int8.onnx"
     probe.parent.mkdir()
-    _quantize_static(ctx.input_path, probe, feeds, {**options, "exclude_sensitive": 0}, model, [])
-    ranking = rank_nodes(ctx.input_path, probe, feeds[:SENSITIVITY_SAMPLES])
-    excluded = [name for name, _ in ranking[:count]]
-    ctx.notes["sensitivity"] = dict(ranking[:SENSITIVITY_NOTED])  # dB of signal-to-noise lost
-    ctx.notes["kept_float"] = excluded
-    return excluded
+    _quantize_static(ctx.input_path, probe, feeds, options, model, [], [])
+    ranking = rank_node_outputs(ctx.input_path, probe, feeds[:SENSITIVITY_SAMPLES])
+    ctx.notes["sensitivity"] = {node: lost for node, lost, _ in ranking[:SENSITIVITY_NOTED]}  # dB lost
+    return ranking[:count]
 
 
 SENSITIVITY_SAMPLES = 16
@@ -118,9 +125,13 @@ SENSITIVITY_NOTED = 20
 
 
 def _quantize_static(source: Path, output: Path, feeds: list[Feed], options: dict[str, Any], model: Any,
-                     excluded: list[str]) -> None:
+                     excluded: list[str], widened: list[str]) -> None:
+    """quantize_static with the step's options; `excluded` nodes stay float, `widened` tensors get the 16-bit
+    type of the activation type's signedness (mixed precision: ONNX Runtime converts at their edges)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
+    wide = quant_type(WIDER_ACTIVATION[options["activation_type"]], "activation_type")
+    overrides = {tensor: [{"quant_type": wide}] for tensor in widened}
     quantize_static(
         str(source), str(output), feeds_reader(feeds),
         quant_format=QuantFormat.QDQ,
@@ -132,7 +143,8 @@ def _quantize_static(source: Path, output: Path, feeds: list[Feed], options: dic
                                                             "calibrate_method")),
         use_external_data_format=is_large(model, source),
         nodes_to_exclude=excluded,
-        extra_options={"ActivationSymmetric": bool(options["symmetric_activations"])},
+        extra_options={"ActivationSymmetric": bool(options["symmetric_activations"]),
+                       **({"TensorQuantOverrides": overrides} if overrides else {})},
     )
 
 

@@ -51,6 +51,13 @@ def _activations(model_path: Path, names: list[str], feeds: list[dict[str, np.nd
 
 def rank_nodes(float_path: Path, quantized_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[tuple[str, float]]:
     """(node name, dB of signal-to-noise lost across it) for the float model's weighted nodes, worst first."""
+    return [(node, lost) for node, lost, _ in rank_node_outputs(float_path, quantized_path, feeds)]
+
+
+def rank_node_outputs(float_path: Path, quantized_path: Path,
+                      feeds: list[dict[str, np.ndarray]]) -> list[tuple[str, float, str]]:
+    """rank_nodes with each node's output tensor (after a Relu or Clip folded into it): the tensor whose
+    quantization the loss ends in."""
     import onnx
 
     graph = onnx.load(str(float_path), load_external_data=False).graph
@@ -72,7 +79,7 @@ def rank_nodes(float_path: Path, quantized_path: Path, feeds: list[dict[str, np.
         before = signal_to_noise_db(reference[source], quantized[source]) \
             if source in reference and source in quantized else CLEAN_DB
         after = signal_to_noise_db(reference[result], quantized[result])
-        ranking.append((node, round(min(before, CLEAN_DB) - min(after, CLEAN_DB), 3)))
+        ranking.append((node, round(min(before, CLEAN_DB) - min(after, CLEAN_DB), 3), result))
     return sorted(ranking, key=lambda item: (-item[1], item[0]))
 
 
