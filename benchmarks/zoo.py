@@ -74,8 +74,7 @@ def run_pair(model: ZooModel, prepared: Prepared, data: Data, reference: list[di
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         row.update(status="unreachable" if done.returncode == NO_ROUTE_EXIT else "failed",
-                   reason=" / ".join(line.strip() for line in lines) or f"exit {done.returncode}",
-                   routes_tried=len(report.get("alternatives_tried", [])))
+                   reason=" / ".join(line.strip() for line in lines) or f"exit {done.returncode}")
         return row
     return row | measure_result(model, report, data, reference, target)
 

@@ -11,6 +11,7 @@ INTERNAL_ERROR_EXIT = 1
 # hub convert's default --max-routes: a failure may print its message and one line per route tried (routes a
 # step declined at once are tried beyond it)
 MAX_ROUTES = 3
+ROUTES_TRIED = re.compile(r"all (\d+) route\(s\) tried")
 
 
 def markdown(rows: dict[str, dict], models: dict[str, Any], meta: dict) -> str:
@@ -34,12 +35,17 @@ def _summary(rows: dict[str, dict]) -> list[str]:
     for row in rows.values():
         counts[row["status"]] += 1
     internal = [key for key, row in rows.items() if row.get("exit") == INTERNAL_ERROR_EXIT]
-    wordy = [key for key, row in rows.items()
-             if row.get("stderr_lines", 0) > 1 + max(row.get("routes_tried") or 0, MAX_ROUTES)]
+    wordy = [key for key, row in rows.items() if row.get("stderr_lines", 0) > 1 + max(_routes_tried(row), MAX_ROUTES)]
     return [f"**{len(ok)} of {len(reachable)} reachable pairs succeed with their task metric within the bar "
             f"({share}).** " + ", ".join(f"{status}: {count}" for status, count in sorted(counts.items())) + ".",
             "", f"Internal errors (exit 1): {len(internal)}{_listed(internal)}. Failures printing more than "
             f"1 + (routes tried, at least {MAX_ROUTES}) lines on stderr: {len(wordy)}{_listed(wordy)}."]
+
+
+def _routes_tried(row: dict) -> int:
+    """How many routes a failure tried, as its first line says ("all 7 route(s) tried to ...")."""
+    said = ROUTES_TRIED.search(row.get("reason", ""))
+    return int(said.group(1)) if said else 0
 
 
 def _listed(keys: list[str]) -> str:
