@@ -278,6 +278,7 @@ def convert(model: Any, to: str, *, output: str | Path | None = None, calibratio
             report.warnings.append(runner.reference_note)
         report.route, report.steps = route.names, records
         report.samples["verification_samples"] = len(runner.verifier.feeds)
+        report.samples["verification_held_out"] = runner.verification_held_out
         report.versions = _versions(route, catalog, target)
         out_dir = Path(output) if output is not None else Path("hub-out")
         destination = out_dir / _output_name(source.path, target.name, artifact)

@@ -42,6 +42,15 @@ class SampleSet:
         return [{name: one_sample(value, i, self.ranks[name]) for name, value in self.arrays.items()}
                 for i in range(count)]
 
+    def held_out(self, count: int) -> tuple["SampleSet", "SampleSet"]:
+        """(calibration, verification): the last `count` samples held out for verification when at least as
+        many remain to calibrate on; else the same samples for both (too few to spare any)."""
+        if self.count < 2 * count:
+            return self, self
+        split = self.count - count
+        return (SampleSet({name: value[:split] for name, value in self.arrays.items()}, self.origin, self.ranks),
+                SampleSet({name: value[split:] for name, value in self.arrays.items()}, self.origin, self.ranks))
+
 
 def with_sample_shapes(specs: tuple[TensorSpec, ...], samples: SampleSet) -> tuple[TensorSpec, ...]:
     """The specs with their dynamic dimensions taken from the samples' shapes: every step that needs static

@@ -66,10 +66,14 @@ class RouteRunner:
         self.source, self.target, self.settings = source, target, settings
         self.progress = progress or SilentProgress()
         self.workspace = Workspace(workspace, catalog, settings.step_timeout, settings.memory_limit_mb)
+        # Verification judges samples the quantizers did not calibrate on, where there are enough: on its own
+        # calibration crops an int8 EfficientNet agreed with fp32 on top-1 for 0.94 of them, on other photos 0.69.
+        calibration, verification = samples.held_out(settings.verify_samples)
+        self.verification_held_out = calibration is not verification
         calibration_path = workspace / "calibration.npz"
-        np.savez(calibration_path, **samples.arrays)
+        np.savez(calibration_path, **calibration.arrays)
         self.verifier = Verifier(self.workspace, source.path, source.state, target.backend,
-                                 samples.feeds(settings.verify_samples), settings.threads,
+                                 verification.feeds(settings.verify_samples), settings.threads,
                                  settings.step_options.get("*", {}), cache)
         self.executor = StepExecutor(self.workspace, catalog, target, source.path, inputs, calibration_path,
                                      settings.step_options, settings.trait_options, cache)

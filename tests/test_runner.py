@@ -148,3 +148,14 @@ def test_a_ladder_rung_may_not_grow_the_file_past_twice_what_its_step_promises_n
     assert _oversized(quantize, source, record(700), plain_bytes=600) == []
     assert _oversized(quantize, source, record(800), plain_bytes=600) == [
         "size 0.80x its input, over the 0.75x a rung of quantize may reach"]
+
+
+def test_verification_holds_out_the_last_samples_when_there_are_enough_to_calibrate_on():
+    from hub.inputs import SampleSet
+
+    images = np.arange(70 * 3, dtype=np.float32).reshape(70, 1, 3)
+    calibration, verification = SampleSet({"x": images}, "test", {"x": 2}).held_out(32)
+    assert calibration.count == 38 and verification.count == 32
+    assert not set(calibration.arrays["x"][:, 0, 0]) & set(verification.arrays["x"][:, 0, 0])
+    few = SampleSet({"x": images[:63]}, "test", {"x": 2})
+    assert few.held_out(32) == (few, few)  # too few to spare any: in-sample, as the report says
