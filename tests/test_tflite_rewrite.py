@@ -75,8 +75,8 @@ def as_mediapipe_transpose_conv(source: Path, target: Path) -> Path:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(source))
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code = schema.OperatorCodeT()  # as files older than `builtin_code` write it: the code in the deprecated field
+    code.builtinCode, code.deprecatedBuiltinCode = 0, schema.BuiltinOperator.CUSTOM
     code.customCode = TRANSPOSE_CONV_BIAS
     model.operatorCodes.append(code)
     for op in model.subgraphs[0].operators:

@@ -123,7 +123,8 @@ def replace_transpose_conv_bias(model: Any) -> int:
     graph, rewritten, count = model.subgraphs[0], [], 0
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
-        if code.builtinCode != schema.BuiltinOperator.CUSTOM or bytes(code.customCode or b"") != TRANSPOSE_CONV_BIAS:
+        custom = bytes(code.customCode or b"") if builtin_of_code(code) == schema.BuiltinOperator.CUSTOM else b""
+        if custom != TRANSPOSE_CONV_BIAS:
             rewritten.append(op)
             continue
         rewritten.extend(_transpose_conv_and_add(model, graph, op))
