@@ -67,7 +67,7 @@ class RouteRunner:
         self.progress = progress or SilentProgress()
         self.workspace = Workspace(workspace, catalog, settings.step_timeout, settings.memory_limit_mb)
         # Verification judges samples the quantizers did not calibrate on, where there are enough: on its own
-        # calibration crops an int8 EfficientNet agreed with fp32 on top-1 for 0.94 of them, on other photos 0.69.
+        # calibration crops a full-integer EfficientNet agreed with fp32 on top-1 for 0.94, on other photos 0.69.
         calibration, verification = samples.held_out(settings.verify_samples)
         self.verification_held_out = calibration is not verification
         calibration_path = workspace / "calibration.npz"
