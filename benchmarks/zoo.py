@@ -96,8 +96,10 @@ def measure_result(model: ZooModel, report: dict, data: Data, reference: list[di
 
 
 def _ladder_note(report: dict) -> str:
-    notes = [note for step in report.get("steps", []) for note in step.get("notes", []) if "rung" in note]
-    return "; ".join(notes)[:200]
+    """The ladder rung each step passed at ("ort-quantize-static: {"widen_sensitive": 2}"), if any."""
+    rungs = [f"{step['name']}: {json.dumps(step['notes']['rung'])}" for step in report.get("steps", [])
+             if "rung" in step.get("notes", {})]
+    return "; ".join(rungs)[:200]
 
 
 def _env() -> dict[str, str]:
