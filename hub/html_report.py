@@ -389,10 +389,13 @@ def _output_metrics(fidelity: dict | None, distribution: dict) -> str:
             items.append(("paired by", esc(fidelity["matched_by"]), ""))
         for label, key in (("top-1 agreement", "top1_agreement"), ("top-5 containment", "top5_containment"),
                            ("confident top-1", "confident_top1_agreement"),
-                           ("sequence agreement", "sequence_agreement"), ("exact agreement", "exact_agreement")):
+                           ("decided top-1", "decided_top1_agreement"),
+                           ("sequence agreement", "sequence_agreement"), ("exact agreement", "exact_agreement"),
+                           ("decision agreement", "decision_agreement")):
             if fidelity.get(key) is not None:
-                suffix = (f" of {fidelity['confident_samples']}" if key == "confident_top1_agreement"
-                          and fidelity.get("confident_samples") else "")
+                counted = {"confident_top1_agreement": "confident_samples",
+                           "decided_top1_agreement": "decided_samples"}.get(key)
+                suffix = f" of {fidelity[counted]}" if counted and fidelity.get(counted) else ""
                 items.append((label, f"{fidelity[key]:.1%}", suffix))
     if distribution.get("nonfinite"):
         items.append(("NaN/inf values", f'<span class="bad-text">{distribution["nonfinite"]}</span>', ""))

@@ -229,3 +229,45 @@ def test_reshape_targets_computed_from_shapes_fold_round_after_round(tmp_path):
     x = np.random.default_rng(6).standard_normal((1, 4, 1, 10)).astype(np.float32)
     np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
                                   ReferenceEvaluator(model).run(None, {"x": x})[0])
+
+
+def nested_shape_ifs_model() -> onnx.ModelProto:
+    """Silero VAD's pattern: an If on a dimension whose branch holds another If with two outputs, each output
+    made by its own node (Identity in one branch, Unsqueeze in the other)."""
+    def branch(name: str, nodes: list[onnx.NodeProto], outputs: list[str]) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                                   for o in outputs])
+
+    inner = helper.make_node("If", ["wide"], ["kept_a", "kept_b"], name="inner", then_branch=branch(
+        "inner_then", [helper.make_node("Identity", ["a"], ["a_same"]), helper.make_node("Identity", ["b"], ["b_same"])],
+        ["a_same", "b_same"]), else_branch=branch(
+        "inner_else", [helper.make_node("Unsqueeze", ["a", "zero"], ["a_up"]),
+                       helper.make_node("Unsqueeze", ["b", "zero"], ["b_up"])], ["a_up", "b_up"]))
+    outer_then = branch("outer_then", [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["x"], ["b"]),
+                                       inner, helper.make_node("Sub", ["kept_a", "kept_b"], ["picked"])], ["picked"])
+    outer_else = branch("outer_else", [helper.make_node("Identity", ["x"], ["same"])], ["same"])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero_index"], ["batch"]),
+             helper.make_node("Equal", ["batch", "one"], ["single"]),
+             helper.make_node("Gather", ["shape", "one_index"], ["width"]),
+             helper.make_node("Equal", ["width", "one"], ["wide"]),
+             helper.make_node("If", ["single"], ["y"], name="outer", then_branch=outer_then, else_branch=outer_else)]
+    constants = [numpy_helper.from_array(np.array(value, np.int64), name) for name, value in
+                 (("zero", [0]), ("zero_index", 0), ("one_index", 1), ("one", 1))]
+    graph = helper.make_graph(nodes, "guarded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_ifs_that_the_concrete_shapes_decide_are_replaced_by_the_branch_they_take(tmp_path):
+    from hub_onnx2tf.convert import _tidy_for_onnx2tf
+
+    model = nested_shape_ifs_model()
+    path = tmp_path / "guarded.onnx"
+    onnx.save(model, str(path))
+    _tidy_for_onnx2tf(path, {"x": (1, 6)}, fold=True)
+    tidied = onnx.load(str(path))
+    assert "If" not in {node.op_type for node in tidied.graph.node}
+    x = np.random.default_rng(7).standard_normal((1, 6)).astype(np.float32)
+    np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
+                                  ReferenceEvaluator(model).run(None, {"x": x})[0])

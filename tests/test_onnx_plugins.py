@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hub.declarations import StepContext
-from hub.errors import UnsupportedModelError, UsageError
+from hub.errors import StepDeclinedError, UnsupportedModelError, UsageError
 from hub.states import ModelState, TensorSpec
 from hub_onnx.cleanup import run_onnxslim, run_quant_preprocess
 from hub_onnx.half import run_fp16
@@ -383,6 +383,48 @@ def test_widen_sensitive_gives_the_worst_nodes_outputs_16_bit_activations(optimi
     assert types[tensor] == np.uint16 and list(types.values()).count(np.uint16) < len(types)
     exact = outputs(optimized_model, samples)
     assert mean_cosine(outputs(widened, samples), exact) >= mean_cosine(outputs(plain, samples), exact) - 1e-4
+
+
+def log_spectrogram_model(path: Path) -> Path:
+    """A spectrogram front end (a filter bank's real and imaginary parts, squared and summed, a Log of it) and a
+    convolution after it: the quiet bins of a power spectrum span decades that linear quantization flattens."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    weight = lambda name, shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+    nodes = [helper.make_node("Conv", ["image", "real_bank"], ["real"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["image", "imaginary_bank"], ["imaginary"], pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["real", "real"], ["real_power"]),
+             helper.make_node("Mul", ["imaginary", "imaginary"], ["imaginary_power"]),
+             helper.make_node("Add", ["real_power", "imaginary_power"], ["power"]),
+             helper.make_node("Add", ["power", "epsilon"], ["floored"]),
+             helper.make_node("Log", ["floored"], ["log_power"]),
+             helper.make_node("Conv", ["log_power", "head"], ["features"]),
+             helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["logits"])]
+    for index, node in enumerate(nodes):
+        node.name = f"{node.op_type.lower()}_{index}"
+    graph = helper.make_graph(
+        nodes, "spectrogram", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, *INPUT_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])],
+        initializer=[weight("real_bank", (8, 3, 3, 3)), weight("imaginary_bank", (8, 3, 3, 3)),
+                     weight("head", (8, 8, 1, 1)), numpy_helper.from_array(np.array(1e-6, np.float32), "epsilon")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_float_before_log_keeps_a_spectrogram_front_end_float_and_declines_a_model_without_a_log(
+        optimized_model, calibration, samples, tmp_path):
+    source = log_spectrogram_model(tmp_path / "spectrogram.onnx")
+    plain = run_static_int8(context(source, tmp_path / "plain", calibration))
+    ctx = context(source, tmp_path / "kept", calibration, float_before_log=True)
+    kept = run_static_int8(ctx)
+    assert sorted(ctx.notes["kept_float"]) == ["add_4", "add_5", "conv_0", "conv_1", "mul_2", "mul_3"]
+    exact = outputs(source, samples)
+    assert mean_cosine(outputs(kept, samples), exact) > max(0.999, mean_cosine(outputs(plain, samples), exact))
+    with pytest.raises(StepDeclinedError, match="no Log"):
+        run_static_int8(context(optimized_model, tmp_path / "none", calibration, float_before_log=True))
 
 
 def test_static_int8_without_calibration_uses_random_inputs_and_warns(optimized_model, samples, tmp_path):

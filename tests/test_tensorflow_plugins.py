@@ -16,7 +16,7 @@ import hub
 from hub.errors import StepFailedError, UnsupportedModelError, UsageError
 from hub.states import TensorSpec
 from hub_litert.flatbuffer import detect_tflite
-from hub_litert.interpreter import describe_tflite, float_operators, io_dtypes, run_samples
+from hub_litert.interpreter import describe_tflite, float_operators, io_dtypes, open_interpreter, run_samples
 from hub_tensorflow.describe import describe_keras, describe_keras_h5
 from hub_tensorflow.detect import is_keras_archive, is_keras_h5, is_savedmodel
 from hub_tensorflow.models import load_keras_model
@@ -267,6 +267,23 @@ def test_an_old_float16_tflite_file_reaches_tflite_arm_through_ai_edge_quantizer
     assert result.report.final.bytes <= 0.35 * fp32.stat().st_size
     assert [s.name for s in describe_tflite(result.path).outputs] == [s.name for s in describe_tflite(old).outputs]
     # held-out images, against the float model
+    assert mean_cosine(tflite_outputs(fp32, images["heldout"]), tflite_outputs(result.path, images["heldout"])) > 0.98
+
+
+@pytest.mark.slow
+def test_ai_edge_quantizers_16_bit_rung_keeps_int8_inputs_and_outputs(models, tmp_path, shared_cache, images):
+    """static_wi8_ai16 computes with int16 activations; the int8 edges of the plain recipe are requantized to
+    and from them inside the model, so the tflite-arm contract (int8 I/O, integer operators) still holds."""
+    fp32 = hub.convert(models["keras"], to="tflite", output=tmp_path / "fp32", cache_dir=shared_cache).path
+    result = hub.convert(fp32, to="tflite-arm", calibration=models["calibration"], output=tmp_path / "int16",
+                         step_options={"ai-edge-quantizer-int8": {"recipe": "static_wi8_ai16"}})
+    assert result.report.route == ["ai-edge-quantizer-int8"]
+    notes = result.report.steps[0].notes
+    assert notes["recipe"] == "static_wi8_ai16" and len(notes["io_requantized_from_int16"]) == 2
+    assert io_dtypes(result.path) == (["int8"], ["int8"]) and float_operators(result.path) == []
+    interpreter = open_interpreter(result.path, delegates=False)
+    assert "int16" in {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
+    assert [s.name for s in describe_tflite(result.path).outputs] == [s.name for s in describe_tflite(fp32).outputs]
     assert mean_cosine(tflite_outputs(fp32, images["heldout"]), tflite_outputs(result.path, images["heldout"])) > 0.98
 
 

@@ -51,8 +51,10 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def run_step(step_name: str, model: Path, folder: Path, inputs: list[dict], calibration: Path | None) -> tuple:
-    """One step through the real worker (network refused, cwd = its work folder), as the runner runs it."""
+def run_step(step_name: str, model: Path, folder: Path, inputs: list[dict], calibration: Path | None,
+             options: dict | None = None) -> tuple:
+    """One step through the real worker (network refused, cwd = its work folder), as the runner runs it (a
+    ladder's rung gives `options`)."""
     from hub.plugins import load_catalog
 
     step = load_catalog().steps[step_name]
@@ -62,7 +64,7 @@ def run_step(step_name: str, model: Path, folder: Path, inputs: list[dict], cali
     workdir = folder / "work"
     workdir.mkdir()
     value = call_worker("step", {"ref": step.run, "context": {
-        "input_path": str(private), "workdir": str(workdir), "options": step.defaults(), "inputs": inputs,
+        "input_path": str(private), "workdir": str(workdir), "options": {**step.defaults(), **(options or {})}, "inputs": inputs,
         "calibration": str(calibration) if calibration else None}}, timeout=300, cwd=workdir)
     return Path(value["path"]), value["notes"], sorted(p.name for p in workdir.iterdir())
 
@@ -184,6 +186,25 @@ def test_onnx2tf_converts_a_three_channel_fixed_batch_model_without_network(rgb_
     with torch.no_grad():
         reference = make_tiny_conv_net().eval()(torch.from_numpy(images)).numpy()
     assert mean_cosine(reference, logits) > 0.98
+
+
+def test_the_16_bit_activation_rung_computes_in_int16_between_int8_inputs_and_outputs(digits_model, digits_onnx,
+                                                                                      tmp_path):
+    from hub_litert.interpreter import float_operators, open_interpreter
+
+    model, notes, _ = run_step("onnx2tf-int8", digits_onnx, tmp_path,
+                               [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}],
+                               digits_model["calibration"], options={"activation_bits": 16})
+    assert notes["activations"] == "int16 (16x8)" and len(notes["io_requantized_from_int16"]) == 2
+    assert notes["input_dtypes"] == notes["output_dtypes"] == ["int8"]
+    assert float_operators(model) == []
+    interpreter = open_interpreter(model, delegates=False)
+    types = {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
+    assert "int16" in types and "float32" not in types
+    heldout = np.load(digits_model["heldout"])["image"]
+    logits, io = run_tflite(model, heldout, nhwc=True)
+    assert io["input"] == io["output"] == "int8"
+    assert mean_cosine(eager(digits_model["module"], heldout), logits) > 0.995
 
 
 def test_keeping_nchw_fails_clearly_when_onnx2tf_moves_a_4d_output(rgb_onnx, tmp_path):

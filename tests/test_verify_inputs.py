@@ -303,6 +303,55 @@ def test_a_per_pixel_class_map_is_judged_on_its_foreground():
     assert compare([[f] for f in face], [[f] for f in face]).outputs[0].kind == "tensor"  # one channel: no classes
 
 
+def test_a_class_map_flipping_only_undecided_positions_agrees_and_one_losing_decided_positions_does_not():
+    """A face map whose faces have rims at 0.5: int8 noise flips rims, which changes no answer; a map that
+    smears the decided faces into undecided scores does."""
+    rng = np.random.default_rng(7)
+    face = np.zeros((6, 1, 1, 12, 12))
+    face[:, :, :, 3:9, 3:9] = 0.9
+    face[:, :, :, 2, 2:10] = face[:, :, :, 9, 2:10] = 0.5  # the rims: undecided
+    maps = [np.concatenate([1 - f, f], axis=1) for f in face]
+    jitter = [np.clip(f + rng.choice([-0.03, 0.03], f.shape) * (f == 0.5), 0, 1) for f in face]
+    flipped = compare([[m] for m in maps], [[np.concatenate([1 - j, j], axis=1)] for j in jitter]).outputs[0]
+    assert flipped.kind == "class-map" and flipped.top1_agreement == 1.0
+    assert flipped.positions_compared == 6 * 36
+    smeared = [np.where(f > 0.5, 0.45, f) for f in face]  # every face now a shade under undecided
+    lost = compare([[m] for m in maps], [[np.concatenate([1 - s, s], axis=1)] for s in smeared]).outputs[0]
+    assert lost.top1_agreement == 0.0 and lost.positions_compared == 6 * 36
+
+
+def test_top1_is_held_where_a_side_decides_and_flips_between_near_ties_do_not_fail_it():
+    tolerance = Tolerance(min_cosine=0.5, min_top1=0.9)
+    decided = [np.array([[6.0, 0.0, 0.0]]), np.array([[0.0, 6.0, 0.0]]), np.array([[0.0, 0.0, 6.0]])]
+    near_ties = [np.array([[1.0, 0.95, -3.0]]), np.array([[-3.0, 2.0, 2.1]])]
+    reference = [[a] for a in decided + near_ties]
+    swapped = [[a] for a in decided] + [[t[:, [1, 0, 2]]] for t in near_ties[:1]] + [[near_ties[1][:, [0, 2, 1]]]]
+    (output,) = compare(reference, swapped).outputs
+    assert output.top1_agreement == pytest.approx(0.6) and output.decided_samples == 3
+    assert output.decided_top1_agreement == 1.0 and output.violations(tolerance) == []
+    confidently_wrong = [[a] for a in decided] + [[np.array([[0.0, 0.0, 9.0]])], [near_ties[1]]]
+    (wrong,) = compare(reference, confidently_wrong).outputs  # the candidate decides a near tie otherwise
+    assert wrong.decided_samples == 4 and wrong.decided_top1_agreement == 0.75
+    assert any("top-1 agreement 0.750" in v for v in wrong.violations(tolerance))
+
+
+def test_detector_logits_that_lose_their_positive_scores_are_rejected_though_the_cosine_is_high():
+    """Per-anchor logits (1, anchors, 1): far below zero but at the few anchors that hold a face. An int8 output
+    scale that rounds every positive logit to 0 keeps the cosine and loses every detection."""
+    rng = np.random.default_rng(8)
+    logits = [-rng.uniform(5, 500, (1, 896, 1)) for _ in range(6)]
+    for sample in logits:
+        sample[0, rng.choice(896, 4, replace=False), 0] = rng.uniform(1, 3, 4)
+    clipped = [[np.minimum(sample, 0.0)] for sample in logits]
+    (output,) = compare([[s] for s in logits], clipped).outputs
+    assert output.kind == "tensor" and output.cosine > 0.999 and output.decision_agreement == 0.0
+    assert any("decision agreement" in v for v in output.violations(Tolerance(min_cosine=0.98, min_top1=0.9)))
+    noisy = [[s + rng.normal(0, 0.1, s.shape)] for s in logits]
+    assert compare([[s] for s in logits], noisy).outputs[0].decision_agreement == 1.0
+    boxes = [rng.normal(0, 50, (1, 896, 16)) for _ in range(6)]  # both signs alike: no decisions to judge
+    assert compare([[b] for b in boxes], [[b] for b in boxes]).outputs[0].decision_agreement is None
+
+
 def test_outputs_a_converter_left_in_the_source_layout_are_not_moved_back():
     from hub.verification import from_layout
 

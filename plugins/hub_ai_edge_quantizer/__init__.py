@@ -14,12 +14,17 @@ from hub.hookspecs import hookimpl
 from hub.states import Requirement
 
 AI_EDGE_QUANTIZER = ("ai-edge-quantizer>=0.10", "ai-edge-litert>=2.0")
-RECIPES = ("static_wi8_ai8",)
+RECIPES = ("static_wi8_ai8", "static_wi8_ai16")
 OPTIONS = (
-    Option("recipe", str, "static_wi8_ai8", "the library's recipe: static_wi8_ai8 (int8 weights and activations)"),
+    Option("recipe", str, "static_wi8_ai8", "the library's recipe: static_wi8_ai8 (int8 weights and activations) "
+                                            "or static_wi8_ai16 (int16 activations where TFLite has int16 kernels, "
+                                            "int8 elsewhere and at the inputs and outputs)"),
     Option("max_calibration_samples", int, 200, "at most this many calibration samples are used"),
     Option("full_integer", bool, True, "fail a model that keeps a float operator, naming those operators"),
 )
+# When int8 activations lose too much: 16-bit ones (integer kernels still; TFLite's 16x8 mode), the inputs and
+# outputs kept int8 by requantizing at the edges (hub_litert.rewrite.requantize_io).
+LADDER = ({"recipe": "static_wi8_ai16"},)
 
 
 @hookimpl
@@ -36,7 +41,7 @@ def hub_compressors() -> list[Step]:
             # Priced as onnx2tf's int8 conversion: a model that reaches ONNX converts to int8 in one step there,
             # so this one (after a float conversion) is its fallback; a TFLite model quantizes here directly.
             seconds=15.0, seconds_per_mb=4.0, fidelity_loss=0.01, size_ratio=0.27,
-            needs_calibration=True, options=OPTIONS,
+            needs_calibration=True, options=OPTIONS, ladder=LADDER,
             satisfies=(Request("int8", "precision", "int8",
                                description="static int8 (weights and activations, calibrated)"),),
             requires=AI_EDGE_QUANTIZER, extra="ai-edge-quantizer",

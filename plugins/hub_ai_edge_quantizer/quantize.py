@@ -25,14 +25,12 @@ from hub.declarations import StepContext, defaults_of
 from hub.errors import StepFailedError, UsageError
 from hub_ai_edge_quantizer import OPTIONS, RECIPES
 from hub_litert.rewrite import builtin_of, densify_constants, drop_unused_tensors, hold_constant, \
-    replace_transpose_conv_bias, widen_float16_constants
+    replace_transpose_conv_bias, requantize_io, widen_float16_constants
 
 SIGNATURE = "serving_default"
 
 
 def quantize_tflite_int8(ctx: StepContext) -> Path:
-    from ai_edge_quantizer import quantizer, recipe
-
     options = {**defaults_of(OPTIONS), **ctx.options}
     if options["recipe"] not in RECIPES:
         raise UsageError(f"ai-edge-quantizer-int8: recipe {options['recipe']!r} is not one of: {', '.join(RECIPES)}")
@@ -45,23 +43,41 @@ def quantize_tflite_int8(ctx: StepContext) -> Path:
     except (ValueError, KeyError, IndexError, AttributeError) as error:  # a flatbuffer our rewrite does not know
         raise StepFailedError(f"the TFLite file could not be prepared for ai-edge-quantizer: "
                               f"{type(error).__name__}: {_first_line(error)}", detail=repr(error)) from error
-    engine = quantizer.Quantizer(str(prepared))
-    engine.load_quantization_recipe(getattr(recipe, options["recipe"])())
-    try:
-        calibration = engine.calibrate({SIGNATURE: [_float_feed(feed) for feed in feeds]})
-        quantized = engine.quantize(calibration).quantized_model
-    except Exception as error:  # the library raises plain exceptions for ops and shapes it does not handle
-        raise StepFailedError(f"ai-edge-quantizer failed: {type(error).__name__}: {_first_line(error)}",
-                              detail=repr(error)) from error
     output = ctx.workdir / "model.int8.tflite"
-    output.write_bytes(bytes(quantized))
+    output.write_bytes(_quantized(prepared, "static_wi8_ai8", feeds))
+    requantized = []
+    if options["recipe"] != "static_wi8_ai8":  # int16 I/O: the int8 model gives its calibrated int8 edges
+        edges = output.with_name("edges.int8.tflite")
+        output.rename(edges)
+        output.write_bytes(_quantized(prepared, options["recipe"], feeds))
+        requantized = requantize_io(output, edges)
+        edges.unlink()
     prepared.unlink()
     integer_outputs = read_integer_outputs(output)
     _check_integer(output, bool(options["full_integer"]))
     ctx.notes.update(converter=f"ai-edge-quantizer {_version()}", recipe=options["recipe"],
                      calibration_samples=len(feeds), calibration_source=Path(ctx.calibration).name, **preparation,
-                     outputs_read_before_dequantize=integer_outputs)
+                     outputs_read_before_dequantize=integer_outputs,
+                     **({"io_requantized_from_int16": requantized} if requantized else {}))
     return output
+
+
+def _quantized(prepared: Path, recipe_name: str, feeds: list[dict[str, np.ndarray]]) -> bytes:
+    from ai_edge_quantizer import quantizer, recipe
+
+    engine = quantizer.Quantizer(str(prepared))
+    engine.load_quantization_recipe(recipe.static_wi8_ai8())
+    if recipe_name == "static_wi8_ai16":
+        # 16-bit activations for every operator the library has an int16 kernel for; the others (HARD_SWISH)
+        # keep the int8 entry above, which a separate pattern leaves in place (the library's own
+        # static_wi8_ai16 leaves them float), and the library requantizes between the two
+        engine.add_static_config(".+", "*", activation_num_bits=16, weight_num_bits=8)
+    try:
+        calibration = engine.calibrate({SIGNATURE: [_float_feed(feed) for feed in feeds]})
+        return bytes(engine.quantize(calibration).quantized_model)
+    except Exception as error:  # the library raises plain exceptions for ops and shapes it does not handle
+        raise StepFailedError(f"ai-edge-quantizer failed: {type(error).__name__}: {_first_line(error)}",
+                              detail=repr(error)) from error
 
 
 def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.ndarray]) -> dict[str, Any]:

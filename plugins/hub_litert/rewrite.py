@@ -237,3 +237,63 @@ def drop_unused_tensors(model: Any) -> None:
     for index, buffer in enumerate(model.buffers):
         if index and index not in held:
             buffer.data = None
+
+
+def requantize_io(path: Path, edges: Path) -> list[str]:
+    """Give a model that computes with 16-bit activations (TFLite's 16x8 mode, whose converter writes int16
+    inputs and outputs) the inputs and outputs of `edges`, the same network converted with int8 ones: each
+    input is then read in the narrow type and requantized to int16 by a QUANTIZE operator, and each output
+    requantized back by another. Tensors are matched by name, else by position. Rewrites `path`; returns the
+    names of the inputs and outputs changed."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model, narrow_model = flatbuffer_utils.read_model(str(path)), flatbuffer_utils.read_model(str(edges))
+    graph, narrow = model.subgraphs[0], narrow_model.subgraphs[0]
+    remapped: dict[int, int] = {}
+    before, after = [], []
+    for ends, narrow_ends, reads in ((graph.inputs, narrow.inputs, True), (graph.outputs, narrow.outputs, False)):
+        for index, narrow_index in _matched_ends(graph, list(ends), narrow, list(narrow_ends)):
+            wide, edge = graph.tensors[index], narrow.tensors[narrow_index]
+            if wide.type == edge.type or wide.type != schema.TensorType.INT16:
+                continue
+            remapped[index] = _edge_tensor(graph, wide, edge)
+            pair = [remapped[index], index] if reads else [index, remapped[index]]
+            op = _operator(model, schema.BuiltinOperator.QUANTIZE, pair[:1], pair[1:],
+                           schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
+            (before if reads else after).append(op)
+    if not remapped:
+        return []
+    changed = [_name(graph, index) for index in remapped]
+    for index in remapped:
+        graph.tensors[index].name = f"{_name(graph, index)}/int16".encode()
+    graph.inputs = [remapped.get(int(i), int(i)) for i in graph.inputs]
+    graph.outputs = [remapped.get(int(i), int(i)) for i in graph.outputs]
+    for signature in model.signatureDefs or ():
+        for entry in (signature.inputs or []) + (signature.outputs or []):
+            entry.tensorIndex = remapped.get(int(entry.tensorIndex), int(entry.tensorIndex))
+    graph.operators = before + list(graph.operators) + after
+    flatbuffer_utils.write_model(model, str(path))
+    return changed
+
+
+def _matched_ends(graph: Any, ends: list[int], other: Any, other_ends: list[int]) -> list[tuple[int, int]]:
+    """Pairs (index in graph, index in other) of inputs or outputs with the same name, else in order."""
+    names = {_name(other, index): index for index in other_ends}
+    by_name = [(index, names[_name(graph, index)]) for index in ends if _name(graph, index) in names]
+    if len(by_name) == len(ends):
+        return by_name
+    if len(ends) != len(other_ends):
+        raise ValueError(f"the models have {len(ends)} and {len(other_ends)} inputs or outputs")
+    return list(zip(ends, other_ends))
+
+
+def _edge_tensor(graph: Any, wide: Any, edge: Any) -> int:
+    """A new tensor shaped as `wide`, typed and quantized as `edge`, named as `wide` is."""
+    import copy
+
+    index = _new_tensor(graph, "", list(wide.shape), edge.type)
+    tensor = graph.tensors[index]
+    tensor.name, tensor.shapeSignature = wide.name, wide.shapeSignature
+    tensor.quantization = copy.deepcopy(edge.quantization)
+    return index

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hub.declarations import StepContext, defaults_of
-from hub.errors import UsageError
+from hub.errors import StepDeclinedError, UsageError
 from hub.states import TensorSpec
 from hub_onnx import DYNAMIC_INT8_OPTIONS, STATIC_INT8_OPTIONS
 from hub_onnx.model_file import graph_inputs, is_large, iter_nodes, load_model, opset_version, save_model
@@ -27,11 +27,15 @@ def run_static_int8(ctx: StepContext) -> Path:
     options = {**defaults_of(STATIC_INT8_OPTIONS), **ctx.options}
     upgrade_for_quantization(ctx)
     model = load_model(ctx.input_path, with_weights=False)
+    before_log = nodes_before_log(model) if options["float_before_log"] else []
+    if options["float_before_log"] and not before_log:
+        raise StepDeclinedError("float_before_log: the model has no Log, so nothing is kept float before one")
     feeds = calibration_feeds(ctx, graph_inputs(model), options)
     output = ctx.workdir / "model.int8.onnx"
     ranking = _most_sensitive(ctx, feeds, options, model,
                               max(int(options["exclude_sensitive"]), int(options["widen_sensitive"])))
     excluded = [node for node, _, _ in ranking[:int(options["exclude_sensitive"])]]
+    excluded += [name for name in before_log if name not in excluded]
     widened = [tensor for _, _, tensor in ranking[:int(options["widen_sensitive"])]]
     if excluded:
         ctx.notes["kept_float"] = excluded
@@ -43,6 +47,23 @@ def run_static_int8(ctx: StepContext) -> Path:
     ctx.notes["calibration_samples"] = len(feeds)
     ctx.notes.update(node_counts(model, output))
     return output
+
+
+def nodes_before_log(model: Any) -> list[str]:
+    """The names of the nodes whose results a Log reads, directly or through others: everything from the graph
+    inputs to each Log (an audio model's spectrogram front end). Unnamed nodes are passed through, not named
+    (the quantizer excludes nodes by name)."""
+    graph = model.graph
+    producers = {output: index for index, node in enumerate(graph.node) for output in node.output}
+    wanted = [name for node in graph.node if node.op_type == "Log" for name in node.input]
+    seen: set[int] = set()
+    while wanted:
+        index = producers.get(wanted.pop())
+        if index is None or index in seen:
+            continue
+        seen.add(index)
+        wanted.extend(name for name in graph.node[index].input if name)
+    return [graph.node[index].name for index in sorted(seen) if graph.node[index].name]
 
 
 def upgrade_for_quantization(ctx: StepContext) -> None:

@@ -37,7 +37,12 @@ COMMON_OPTIONS = (
 INT8_OPTIONS = (
     Option("io_dtype", str, "int8", "the type of the model's inputs and outputs: int8, uint8 or float32"),
     Option("full_integer", bool, True, "fail a model that keeps a float operator, naming those operators"),
+    Option("activation_bits", int, 8, "8, or 16: int16 activations inside (TFLite's 16x8 mode), the inputs and "
+                                      "outputs still of io_dtype (requantized at the edges)"),
 )
+# When int8 activations lose too much, 16-bit ones: TFLite's integer 16x8 mode (int8 weights, int16 activations,
+# integer kernels), the full-integer answer to a sensitive model. onnx2tf writes that file in the same run.
+INT8_LADDER = ({"activation_bits": 16},)
 INT8 = Request("int8", "precision", "int8", description="static int8 (weights and activations, calibrated)")
 FP16 = Request("fp16", "precision", "fp16", description="float16 weights and activations")
 
@@ -83,6 +88,7 @@ def _step(suffix: str, precision: str, costs: dict, keep_layout: bool) -> Step:
                  Option("precision", str, precision, "set by the step: the precision it converts to"),
                  Option("keep_layout", bool, keep_layout, "set by the step: keep the source's NCHW layout")),
         satisfies={"int8": (INT8,), "fp16": (FP16,)}.get(precision, ()),
+        ladder=INT8_LADDER if precision == "int8" else (),
         requires=ONNX2TF,
         extra="onnx2tf",
         **costs,

@@ -34,6 +34,9 @@ OUTPUT_SUFFIX = {
     "int8-dynamic": "dynamic_range_quant.tflite",
     "int8": "full_integer_quant.tflite",
 }
+# With 16-bit activations (TFLite's 16x8 mode): int16 inputs and outputs, or float32 ones.
+INT16_ACTIVATIONS_SUFFIX = {"integer": "full_integer_quant_with_int16_act.tflite",
+                            "float32": "integer_quant_with_int16_act.tflite"}
 IO_DTYPES = ("int8", "uint8", "float32")
 LOG_TAIL_LINES = 40
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -57,6 +60,9 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
         raise UsageError(f"option io_dtype={io_dtype!r} is not one of: {', '.join(IO_DTYPES)}")
+    if int(ctx.options.get("activation_bits", 8)) not in (8, 16):
+        raise UsageError(f"option activation_bits={ctx.options['activation_bits']!r} is not 8 or 16")
+    wide = int8 and int(ctx.options.get("activation_bits", 8)) == 16
     if not keep_layout:
         _refuse_channels_last_inputs(ctx.input_path, inputs)
     # 3-D, 4-D and 5-D inputs move channels-last (the core transposes its samples the same way) unless kept.
@@ -86,13 +92,15 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
             verbosity="info",
         )
         log = _run_onnx2tf(onnx2tf, options)
-    produced = sorted(scratch.glob(f"*_{OUTPUT_SUFFIX[precision]}"))
+    suffix = INT16_ACTIVATIONS_SUFFIX["float32" if io_dtype == "float32" else "integer"] if wide \
+        else OUTPUT_SUFFIX[precision]
+    produced = sorted(scratch.glob(f"*_{suffix}"))
     if not produced:
-        raise StepFailedError(
-            f"onnx2tf finished but wrote no *_{OUTPUT_SUFFIX[precision]} ({precision}); its last messages:\n"
-            + _log_tail(log), detail=log)
+        raise StepFailedError(f"onnx2tf finished but wrote no *_{suffix} ({precision}); its last messages:\n"
+                              + _log_tail(log), detail=log)
     output = ctx.workdir / f"model.{precision}.tflite"
     shutil.move(str(produced[0]), output)
+    requantized = _requantize_io(output, scratch) if wide and io_dtype != "float32" else []
     shutil.rmtree(scratch, ignore_errors=True)
     for leftover in [ctx.workdir / SAMPLE_IMAGES_FILE, *(Path(entry[1]) for entry in calibration)]:
         leftover.unlink(missing_ok=True)
@@ -102,6 +110,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
     ctx.notes.update(
         converter=f"onnx2tf {getattr(onnx2tf, '__version__', '?')}",
         file=produced[0].name,
+        **({"activations": "int16 (16x8)", "io_requantized_from_int16": requantized} if wide else {}),
         layout="source" if keep_layout else "nhwc",
         kept_layout_inputs=kept,
         overwrite_input_shape=overwrite,
@@ -113,6 +122,18 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         **io_details,
     )
     return output
+
+
+def _requantize_io(model: Path, scratch: Path) -> list[str]:
+    """The 16x8 file's int16 inputs and outputs become those of the int8 file of the same run (its calibrated
+    int8 scales), requantized to and from int16 inside the model."""
+    from hub_litert.rewrite import requantize_io
+
+    edges = sorted(scratch.glob(f"*_{OUTPUT_SUFFIX['int8']}"))
+    if not edges:
+        raise StepFailedError("onnx2tf wrote a 16-bit-activation model but no int8 one to take its int8 inputs "
+                              "and outputs from")
+    return requantize_io(model, edges[0])
 
 
 def _import_onnx2tf() -> Any:
@@ -186,10 +207,39 @@ def _folded_at_concrete_shapes(graph: Any, rounds: int = 8) -> Any:
         count = len(graph.nodes)
         _forget_inner_shapes(graph)
         graph = gs.import_onnx(_with_inferred_shapes(gs.export_onnx(graph)))
-        graph.fold_constants(fold_shapes=True).cleanup()
-        if len(graph.nodes) == count:
+        # graphsurgeon's own flattening of decided Ifs loses outputs of nested ones (below)
+        graph.fold_constants(fold_shapes=True, flatten_subgraphs=False).cleanup()
+        if _inline_decided_ifs(graph):
+            graph.cleanup().toposort()
+        elif len(graph.nodes) == count:
             break
     return graph
+
+
+def _inline_decided_ifs(graph: Any) -> int:
+    """Replace each If whose condition has folded to a constant by the nodes of the branch it takes, its
+    outputs by Identity nodes of the branch's; returns how many. Exporters guard squeezes and state handling
+    with Ifs on shapes (Silero VAD has eleven, nested, all on dimensions that the concrete shapes decide).
+    graphsurgeon 0.5's fold_constants flattens such Ifs itself, but rebinds the outputs of nested ones wrongly:
+    Silero's second LSTM state lost its producer, and onnx2tf (which folds the same way) failed with
+    "KeyError: '/model/decoder/rnn/If_1_output_1_subg_96_sub_graph2'". Identity nodes rebind them here."""
+    import onnx_graphsurgeon as gs
+
+    inlined = 0
+    for node in list(graph.nodes):
+        if node.op != "If" or not isinstance(node.inputs[0], gs.Constant):
+            continue
+        taken = bool(np.asarray(node.inputs[0].values).reshape(-1)[0])
+        branch = node.attrs["then_branch" if taken else "else_branch"]
+        outputs = list(node.outputs)
+        node.outputs.clear()
+        graph.nodes.extend(branch.nodes)
+        # a branch output may be the If's output itself (the same name: one tensor here), already produced
+        graph.nodes.extend(gs.Node("Identity", name=f"{node.name}/{'then' if taken else 'else'}/{index}",
+                                   inputs=[inner], outputs=[outer])
+                           for index, (inner, outer) in enumerate(zip(branch.outputs, outputs)) if inner is not outer)
+        inlined += 1
+    return inlined
 
 
 def _forget_inner_shapes(graph: Any) -> None:
