@@ -271,3 +271,42 @@ def test_ifs_that_the_concrete_shapes_decide_are_replaced_by_the_branch_they_tak
     x = np.random.default_rng(7).standard_normal((1, 6)).astype(np.float32)
     np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
                                   ReferenceEvaluator(model).run(None, {"x": x})[0])
+
+
+def test_an_rnn_state_input_keeps_its_shape_through_the_route_that_keeps_the_layout(tmp_path):
+    """An LSTM fed its state as one (2, batch, hidden) input, as Silero VAD is. onnx2tf moves a 3-D input
+    channels-last and hands the LSTM a (hidden, 1) initial state; the channels-first route keeps that input's
+    shape absolutely, and its (1, 2, hidden) state output is the source's (2, 1, hidden) with a unit axis moved."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    import hub
+
+    class StatefulCell(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 1)
+
+        def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out, (h, c) = self.lstm(x, (state[:1], state[1:]))
+            return torch.sigmoid(self.head(out[:, -1])), torch.cat([h, c])
+
+    source = tmp_path / "cell.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(StatefulCell().eval(), (torch.randn(1, 5, 4), torch.zeros(2, 1, 8)), str(source),
+                          dynamo=False, opset_version=17, input_names=["x", "state"],
+                          output_names=["prob", "new_state"])
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "samples.npz", x=rng.standard_normal((8, 1, 5, 4)).astype(np.float32),
+             state=(0.1 * rng.standard_normal((8, 2, 1, 8))).astype(np.float32))
+    result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"))
+    assert result.report.route == ["onnx2tf-nchw"]
+    assert "initial_state" in result.report.alternatives_tried[0].reason  # the channels-last route, still
+    notes = result.report.steps[-1].notes
+    assert notes["shape_kept_absolutely"] == ["state"] and notes["outputs_with_unit_axes_moved"] == ["new_state"]
+    fidelity = result.report.final.fidelity
+    assert fidelity.cosine > 0.99999 and fidelity.max_abs < 1e-5

@@ -38,6 +38,8 @@ OUTPUT_SUFFIX = {
 INT16_ACTIVATIONS_SUFFIX = {"integer": "full_integer_quant_with_int16_act.tflite",
                             "float32": "integer_quant_with_int16_act.tflite"}
 IO_DTYPES = ("int8", "uint8", "float32")
+# _matched_shapes' choice for an output whose unit axes onnx2tf moved (the same array, reshaped)
+UNIT_AXES_MOVED = -1
 LOG_TAIL_LINES = 40
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # A character TensorFlow refuses in a scope name (tensorflow/python/framework/ops.py, _VALID_SCOPE_NAME_REGEX).
@@ -67,6 +69,10 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         _refuse_channels_last_inputs(ctx.input_path, inputs)
     # 3-D, 4-D and 5-D inputs move channels-last (the core transposes its samples the same way) unless kept.
     kept = [spec.name for spec in inputs if keep_layout and len(spec.shape) in CHANNELS_LAST_RANKS]
+    # A 3-D input whose first axis is no batch of one (an RNN state (layers, batch, hidden)) keeps its shape
+    # absolutely: kept only "NCW", onnx2tf still moved Silero VAD's (2, 1, 128) state and handed its LSTM an
+    # initial state of (128, 1) ("not compatible with cell.state_size").
+    absolute = [name for name in kept if len(shapes[name]) == 3 and shapes[name][0] != 1]
     scratch = ctx.workdir / "onnx2tf"
     arrays = _calibration_arrays(ctx, inputs, shapes)
     # onnx2tf looks for its sample file in the current directory; the worker already runs in ctx.workdir, this
@@ -87,6 +93,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
             output_quant_dtype=io_dtype,
             custom_input_op_name_np_data_path=calibration or None,
             keep_ncw_or_nchw_or_ncdhw_input_names=_with_onnx2tf_names(kept, int8) or None,
+            keep_shape_absolutely_input_names=_with_onnx2tf_names(absolute, int8) or None,
             overwrite_input_shape=overwrite or None,
             non_verbose=False,
             verbosity="info",
@@ -113,6 +120,7 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         **({"activations": "int16 (16x8)", "io_requantized_from_int16": requantized} if wide else {}),
         layout="source" if keep_layout else "nhwc",
         kept_layout_inputs=kept,
+        **({"shape_kept_absolutely": absolute} if absolute else {}),
         overwrite_input_shape=overwrite,
         calibration_samples=len(next(iter(arrays.values()))) if int8 and arrays else 0,
         calibration_source=(Path(ctx.calibration).name if ctx.calibration else "none") if int8 else None,
@@ -382,9 +390,10 @@ def _batch_first(array: np.ndarray, name: str, shape: tuple[int, ...]) -> np.nda
     if array.shape[1:] == shape:
         if shape[0] == 1:
             return array.reshape(len(array), *shape[1:])
-        raise StepFailedError(f"onnx2tf calibrates with batches along an input's first axis; input {name} has "
-                              f"shape {shape}, whose first axis is no batch of one (a float or dynamic-range "
-                              "target converts it without calibration)")
+        # declined, not failed: a float conversion then ai-edge-quantizer, which calibrates whole inputs, can
+        raise StepDeclinedError(f"onnx2tf calibrates with batches along an input's first axis; input {name} has "
+                                f"shape {shape}, whose first axis is no batch of one (a float or dynamic-range "
+                                "target converts it without calibration)")
     raise UsageError(f"calibration samples for {name} have shape {array.shape[1:]} per sample; the model takes "
                      f"{shape[1:]}")
 
@@ -551,8 +560,10 @@ def _check_io(model: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[Tensor
                               "output_dtypes": [np.dtype(d["dtype"]).name for d in tfl_outputs]}
     if io_dtype is not None and set(dtypes["input_dtypes"] + dtypes["output_dtypes"]) != {io_dtype}:
         raise StepFailedError(f"onnx2tf's full-integer model does not have {io_dtype} inputs and outputs: {dtypes}")
-    left = [spec.name for spec, choice in zip(outputs, output_choices) if choice > 0]
-    return {**dtypes, "outputs_left_in_source_layout": left} if left else dtypes
+    left = [spec.name for spec, choice in zip(outputs, output_choices) if choice == 1]
+    reshaped = [spec.name for spec, choice in zip(outputs, output_choices) if choice == UNIT_AXES_MOVED]
+    return {**dtypes, **({"outputs_left_in_source_layout": left} if left else {}),
+            **({"outputs_with_unit_axes_moved": reshaped} if reshaped else {})}
 
 
 def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple[int | None, ...]:
@@ -563,18 +574,24 @@ def _expected_shape(shape: tuple[int | None, ...], source_layout: bool) -> tuple
 
 def _matched_shapes(expected: list[list[tuple[int | None, ...]]], got: list[tuple[int, ...]]) -> list[int] | None:
     """For each tensor, which of its acceptable shapes (the first preferred) the TFLite model has, matched as
-    multisets where dimensions are known (the TFLite output order may differ from ONNX's); None if none fits."""
+    multisets where dimensions are known (the TFLite output order may differ from ONNX's); None if none fits.
+    Failing those, a shape whose axes longer than one are the same, in the same order, is the same array with
+    its unit axes moved (Silero's (2, 1, 128) state came out (1, 2, 128)): verification reshapes it."""
     if len(expected) != len(got):
         return None
     remaining, chosen = list(got), []
     for alternatives in expected:
-        for choice, shape in enumerate(alternatives):
-            match = next((g for g in remaining if len(g) == len(shape)
-                          and all(e is None or e == d for e, d in zip(shape, g))), None)
-            if match is not None:
-                remaining.remove(match)
-                chosen.append(choice)
-                break
-        else:
+        fits = [(choice, g) for choice, shape in enumerate(alternatives) for g in remaining
+                if len(g) == len(shape) and all(e is None or e == d for e, d in zip(shape, g))]
+        fits = fits or [(UNIT_AXES_MOVED, g) for g in remaining if _long_axes(alternatives[-1]) == _long_axes(g)]
+        if not fits:
             return None
+        choice, match = fits[0]
+        remaining.remove(match)
+        chosen.append(choice)
     return chosen
+
+
+def _long_axes(shape: tuple[int | None, ...]) -> tuple[int, ...]:
+    """The known dimensions longer than one, in order (an unknown one may be a batch of one)."""
+    return tuple(d for d in shape if d is not None and d != 1)
