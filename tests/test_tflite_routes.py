@@ -207,6 +207,26 @@ def test_the_16_bit_activation_rung_computes_in_int16_between_int8_inputs_and_ou
     assert mean_cosine(eager(digits_model["module"], heldout), logits) > 0.995
 
 
+def test_onnx2tf_int8_declines_integer_inputs_it_cannot_calibrate(tmp_path):
+    """Token ids (an embedding lookup) are no float samples for onnx2tf's calibration: the step declines before
+    converting, so that the route does not count and a float conversion then ai-edge-quantizer is tried."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "tokens"], ["vectors"]),
+                               helper.make_node("ReduceMean", ["vectors"], ["pooled"], axes=[1], keepdims=0)],
+                              "tokens", [helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, 6])],
+                              [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, 4])],
+                              initializer=[table])
+    source = tmp_path / "tokens.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(source))
+    np.savez(tmp_path / "tokens.npz", tokens=np.random.default_rng(1).integers(0, 16, (8, 1, 6)))
+    with pytest.raises(hub.StepDeclinedError, match="calibrates float inputs only; input tokens is int64"):
+        run_step("onnx2tf-int8", source, tmp_path / "step", [{"name": "tokens", "shape": [1, 6], "dtype": "int64"}],
+                 tmp_path / "tokens.npz")
+
+
 def test_keeping_nchw_fails_clearly_when_onnx2tf_moves_a_4d_output(rgb_onnx, tmp_path):
     with pytest.raises(hub.StepFailedError, match=r"cannot keep 4-D or 3-D outputs channels-first") as caught:
         run_step("onnx2tf-nchw", rgb_onnx["pool"], tmp_path,

@@ -407,7 +407,10 @@ def _calibration_files(folder: Path, inputs: tuple[TensorSpec, ...], arrays: dic
     which is better than its default of ones or photos."""
     if not arrays or any(np.dtype(spec.dtype).kind != "f" for spec in inputs):
         if int8 and arrays:
-            raise UsageError("onnx2tf calibrates float inputs only; this model has an input of another type")
+            # declined, not a usage error: the model is fine, and a float conversion then ai-edge-quantizer
+            # (which calibrates any input type) is another route
+            other = next(spec for spec in inputs if np.dtype(spec.dtype).kind != "f")
+            raise StepDeclinedError(f"onnx2tf calibrates float inputs only; input {other.name} is {other.dtype}")
         return []
     entries = []
     for index, spec in enumerate(inputs):
