@@ -273,8 +273,9 @@ class Tolerance:
     """How far a step's outputs may drift from the reference's and still pass verification (see hub.verify).
 
     min_cosine: every output's mean cosine over the samples. min_top1: top-1 agreement, for outputs of kind
-    "scores" only. max_abs: the largest absolute difference of any output. min_slice_cosine: every slice along a
-    "tensor" output's feature axis; None derives it from min_cosine (hub.verify.min_slice_cosine).
+    "scores", "probability" and "class-map", and the decisions of sparse logits. max_abs: the largest absolute
+    difference of any output. min_slice_cosine: every slice along a "tensor" output's feature axis; None
+    derives it from min_cosine (hub.verify.min_slice_cosine).
     """
 
     min_cosine: float = 0.99

@@ -380,7 +380,9 @@ def _output_metrics(fidelity: dict | None, distribution: dict) -> str:
     if fidelity:
         if fidelity.get("kind"):
             items.append(("kind", esc(fidelity["kind"]), ""))
-        items.append(("cosine", number(fidelity.get("cosine"), 6), ""))
+        judged, whole = fidelity.get("anchors_judged"), number(fidelity.get("whole_cosine"), 6)
+        items.append(("cosine", number(fidelity.get("cosine"), 6),
+                      f" at the {judged} anchors holding an object (all: {whole})" if judged else ""))
         items.append(("max-abs", number(fidelity.get("max_abs")), ""))
         if fidelity.get("worst_slice_cosine") is not None:
             items.append(("worst slice", number(fidelity["worst_slice_cosine"], 6),

@@ -208,12 +208,18 @@ def _rung_record(rung: Mapping[str, Any] | None, record: StepRecord, violations:
 RunRoute = Callable[[Route], tuple[Path, list[StepRecord]]]
 
 
+def _quantizes(route: Route, step: str) -> bool:
+    """Whether the route's step of that name changes the precision (a quantizer, or a converter to int8)."""
+    return any(p.name == step and p.result.precision != p.source.precision for p in route.steps)
+
+
 def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progress: Progress,
                   target_name: str) -> tuple[Route, Path, list[StepRecord], list[RouteFailure]]:
     """Try routes in cost order, at most `attempts` of them (a route a step declined at once does not count),
     skipping any route that repeats a step which already failed from the same state, and trying routes without
-    a step whose output drifted before those with it (the same quantizer after a clean-up of the graph drifts
-    again; another quantizer may not). The first route that runs and verifies wins. When all fail, raises one
+    a quantizing step whose output drifted before those with it (the same quantizer after a clean-up of the
+    graph drifts again; another quantizer may not). A float converter that drifted is not deferred: a clean-up
+    changes what it is given (onnx2tf mistranslates an opset-6 Pad that onnxslim rewrites). The first route that runs and verifies wins. When all fail, raises one
     error that lists each route's failure, of the class of a failure the user must fix (a flag, an untrusted
     file) if any."""
     failures: list[RouteFailure] = []
@@ -233,7 +239,7 @@ def first_working(routes: list[Route], attempts: int, run_route: RunRoute, progr
         except HubError as error:
             step = getattr(error, "failed_step", "?")
             failed.update((p.name, str(p.source)) for p in route.steps if p.name == step)
-            if isinstance(error, FidelityError):
+            if isinstance(error, FidelityError) and _quantizes(route, step):
                 drifted.add(step)
             failure = RouteFailure(route.names, step, error.message, error.detail)
             failures.append(failure)

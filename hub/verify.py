@@ -21,13 +21,23 @@ Each output gets a kind that decides its metrics:
   scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine. Where the
   output is logits that decide by their sign (mostly negative, a few positives: a detector's per-anchor
   scores), the agreement on that sign where either side decides, held to `min_top1`.
+- Per-anchor outputs beside such logits (an SSD-style detector's (1, anchors, 16) box regressions beside its
+  (1, anchors, 1) scores) are judged only at the anchors either side's scores call an object: a box at an
+  anchor with no object is never decoded, and int8 rounds those freely (MediaPipe's pose detector: cosine 0.96
+  over all 2254 anchors). The whole-output cosine stays in the report (whole_cosine).
+- "probability" (one value in [0, 1] per sample: a sigmoid's yes or no, a voice detector's speech probability):
+  read as the two classes (1 - p, p) and judged as "scores" are: the cosine of that pair per sample, and the
+  decision p > 0.5, which must agree where either side decides (DECIDED_MARGIN: p outside 0.4 to 0.6).
+- Any other output of one value per sample has no direction of its own: its cosine is taken over all samples
+  together. A per-sample cosine of one positive value is 1 whatever the value: a Silero VAD whose int8
+  speech probability read 0.1 for 0.9 passed that way.
 - "exact" (strings and booleans, which have no distance): the share of samples whose output is identical,
   which must be 1 whatever the tolerance; its cosine is that share and its max-abs the share that differs.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -113,13 +123,15 @@ class OutputFidelity:
     sequence_agreement: float | None = None
     exact_agreement: float | None = None
     decision_agreement: float | None = None
+    anchors_judged: int | None = None  # judged only at anchors a decision output calls an object (see above)
+    whole_cosine: float | None = None
 
     def to_json(self) -> dict:
         data = {key: getattr(self, key) for key in self.__dataclass_fields__}
         data["shape"] = list(self.shape)
         for key in ("cosine", "max_abs", "worst_slice_cosine", "top1_agreement", "top5_containment",
                     "confident_top1_agreement", "decided_top1_agreement", "sequence_agreement", "exact_agreement",
-                    "decision_agreement"):
+                    "decision_agreement", "whole_cosine"):
             data[key] = _rounded(data[key])
         return data
 
@@ -313,8 +325,11 @@ def pair_outputs(reference: Outputs, candidate: Outputs) -> list[tuple[int, int,
 # ---- per-output measures ----------------------------------------------------------------------------------
 
 def output_kind(arrays: list[np.ndarray], names: tuple[str | None, ...]) -> str:
-    """scores, embedding, class-map or tensor (see the module's docstring): names decide first, then the values."""
+    """probability, scores, embedding, class-map or tensor (see the module's docstring): names decide first
+    (after one value per sample), then the values."""
     first = arrays[0]
+    if first.size == 1 and all(np.isfinite(a).all() and 0 <= a.min() and a.max() <= 1 for a in arrays):
+        return "probability"
     if class_axis(arrays) is not None:
         return "class-map"
     if not (first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1):
@@ -477,8 +492,11 @@ def compare_output(name: str, matched: str, matched_by: str, reference: list[np.
     candidate = [c.reshape(r.shape).astype(np.float64) for r, c in zip(reference, candidate, strict=True)]
     kind = output_kind(reference, names)
     figures: dict = {}
-    if kind == "scores":
-        figures = _class_agreement(reference, candidate)
+    judged = (reference, candidate)
+    if kind == "probability":
+        judged = tuple([np.concatenate([1 - a.reshape(-1), a.reshape(-1)]) for a in arrays] for arrays in judged)
+    if kind in ("scores", "probability"):
+        figures = _class_agreement(*judged)
     if kind == "class-map":
         figures = _class_map_agreement(reference, candidate, class_axis(reference))
     axis = slice_axis(reference[0].shape) if kind == "tensor" else None
@@ -490,9 +508,17 @@ def compare_output(name: str, matched: str, matched_by: str, reference: list[np.
         figures.update(_decision_agreement(reference, candidate))
     return OutputFidelity(
         name=name, matched=matched, matched_by=matched_by, kind=kind, shape=tuple(reference[0].shape),
-        cosine=float(np.mean([cosine(r, c) for r, c in zip(reference, candidate)])),
+        cosine=_mean_cosine(*judged),
         max_abs=max((max_abs_difference(r, c) for r, c in zip(reference, candidate)), default=0.0),
         **figures)
+
+
+def _mean_cosine(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """The mean of the per-sample cosines; over all samples at once for one value per sample (see above)."""
+    if reference[0].size == 1:
+        return cosine(np.concatenate([r.reshape(-1) for r in reference]),
+                      np.concatenate([c.reshape(-1) for c in candidate]))
+    return float(np.mean([cosine(r, c) for r, c in zip(reference, candidate)]))
 
 
 def _compare_exactly(name: str, matched: str, matched_by: str, reference: list[np.ndarray],
@@ -515,13 +541,57 @@ def compare(reference: Outputs | list[list[np.ndarray]], candidate: Outputs | li
     for sample in candidate.samples:
         if len(sample) != reference.count():
             raise ValueError(f"the artifact has {len(sample)} outputs, the reference {reference.count()}")
-    outputs = []
+    outputs, arrays = [], []
     for i, j, how in pair_outputs(reference, candidate):
         name = reference.name(i) or f"output {i}"
-        outputs.append(compare_output(
-            name, candidate.name(j) or f"output {j}", how, [s[i] for s in reference.samples],
-            [s[j] for s in candidate.samples], (reference.name(i), candidate.name(j))))
-    return summarize(len(reference.samples), outputs)
+        arrays.append(([r[i] for r in reference.samples],
+                       [_shaped_as(c[j], r[i]) for r, c in zip(reference.samples, candidate.samples)]))
+        outputs.append(compare_output(name, candidate.name(j) or f"output {j}", how, *arrays[-1],
+                                      (reference.name(i), candidate.name(j))))
+    return summarize(len(reference.samples), _judged_at_detections(outputs, arrays))
+
+
+def _shaped_as(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The candidate in the reference's shape where it has as many values (a converter may move unit axes)."""
+    candidate = np.asarray(candidate)
+    return candidate.reshape(np.shape(reference)) if candidate.size == np.size(reference) else candidate
+
+
+def _judged_at_detections(outputs: list[OutputFidelity],
+                          arrays: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> list[OutputFidelity]:
+    """Each per-anchor "tensor" output re-judged at the anchors that a decision output of as many anchors calls
+    an object on either side (see the module's docstring); the others as they are."""
+    judged = list(outputs)
+    for scores, (score_ref, score_cand) in zip(outputs, arrays):
+        anchors = _anchor_count(scores.shape)
+        if scores.decision_agreement is None or anchors is None:
+            continue
+        objects = [(r.reshape(-1) > 0) | (c.reshape(-1) > 0) for r, c in zip(score_ref, score_cand)]
+        if not any(mask.any() for mask in objects):
+            continue
+        for index, (output, (ref, cand)) in enumerate(zip(outputs, arrays)):
+            if output is not scores and output.kind == "tensor" and len(output.shape) == 3 \
+                    and output.shape[:2] == (1, anchors):
+                judged[index] = _at_anchors(output, ref, cand, objects)
+    return judged
+
+
+def _anchor_count(shape: tuple[int, ...]) -> int | None:
+    """A (1, anchors) or (1, anchors, 1) output's anchors."""
+    if len(shape) not in (2, 3) or shape[0] != 1 or shape[1] < 2 or (len(shape) == 3 and shape[2] != 1):
+        return None
+    return shape[1]
+
+
+def _at_anchors(output: OutputFidelity, reference: list[np.ndarray], candidate: list[np.ndarray],
+                objects: list[np.ndarray]) -> OutputFidelity:
+    rows = [(r.reshape(len(mask), -1)[mask].astype(np.float64), c.reshape(len(mask), -1)[mask].astype(np.float64))
+            for r, c, mask in zip(reference, candidate, objects) if mask.any()]
+    worst = _worst_slice([np.concatenate([r for r, _ in rows])], [np.concatenate([c for _, c in rows])], 1)
+    return replace(output, cosine=float(np.mean([cosine(r, c) for r, c in rows])), whole_cosine=output.cosine,
+                   anchors_judged=int(sum(len(r) for r, _ in rows)),
+                   worst_slice=worst[0] if worst else output.worst_slice,
+                   worst_slice_cosine=worst[1] if worst else output.worst_slice_cosine)
 
 
 def summarize(samples: int, outputs: list[OutputFidelity]) -> Fidelity:

@@ -78,6 +78,40 @@ def test_a_5d_prelu_becomes_relus_with_the_same_values():
     np.testing.assert_allclose(after, before, rtol=1e-6)
 
 
+def test_neg_becomes_a_product_with_minus_one_for_integer_models_only():
+    model = single_node_model(helper.make_node("Neg", ["x"], ["y"], name="flip"), [1, 3, 4])
+    x = np.random.default_rng(12).standard_normal((1, 3, 4)).astype(np.float32)
+    assert outputs_before_and_after(model, x)[2] == []  # a float model keeps its Neg
+    before = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert lower_for_tflite(model, integer=True) == ["Neg flip"]
+    assert [n.op_type for n in model.graph.node] == ["Constant", "Mul"]
+    np.testing.assert_array_equal(ReferenceEvaluator(model).run(None, {"x": x})[0], before)
+
+
+@pytest.mark.slow
+def test_a_model_with_neg_reaches_tflite_arm_fully_integer(tmp_path):
+    """TFLite's converter leaves NEG float; as a product with -1 it quantizes (the step refuses float operators)."""
+    import hub
+
+    weights = numpy_helper.from_array(
+        (0.3 * np.random.default_rng(13).standard_normal((4, 3, 3, 3))).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Neg", ["conv"], ["flipped"], name="flip"),
+             helper.make_node("Relu", ["flipped"], ["y"])]
+    graph = helper.make_graph(nodes, "neg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              initializer=[weights])
+    source = tmp_path / "neg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(source))
+    np.savez(tmp_path / "samples.npz",
+             x=np.random.default_rng(14).standard_normal((64, 1, 3, 8, 8)).astype(np.float32))
+    result = hub.convert(str(source), to="tflite-arm", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"))
+    assert result.report.route == ["onnx2tf-int8"]
+    assert result.report.steps[-1].notes["rewritten_for_tflite_builtins"] == ["Neg flip"]
+    assert result.report.final.fidelity.cosine > 0.99
+
+
 def test_what_tflite_runs_already_is_left_alone():
     rng = np.random.default_rng(2)
     weights = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
@@ -273,14 +307,11 @@ def test_ifs_that_the_concrete_shapes_decide_are_replaced_by_the_branch_they_tak
                                   ReferenceEvaluator(model).run(None, {"x": x})[0])
 
 
-def test_an_rnn_state_input_keeps_its_shape_through_the_route_that_keeps_the_layout(tmp_path):
-    """An LSTM fed its state as one (2, batch, hidden) input, as Silero VAD is. onnx2tf moves a 3-D input
-    channels-last and hands the LSTM a (hidden, 1) initial state; the channels-first route keeps that input's
-    shape absolutely, and its (1, 2, hidden) state output is the source's (2, 1, hidden) with a unit axis moved."""
+def stateful_lstm(folder: Path, samples: int = 8) -> Path:
+    """An LSTM fed its state as one (2, batch, hidden) input, as Silero VAD is, exported to ONNX, with samples
+    beside it (samples.npz)."""
     torch = pytest.importorskip("torch")
     import warnings
-
-    import hub
 
     class StatefulCell(torch.nn.Module):
         def __init__(self) -> None:
@@ -293,20 +324,166 @@ def test_an_rnn_state_input_keeps_its_shape_through_the_route_that_keeps_the_lay
             out, (h, c) = self.lstm(x, (state[:1], state[1:]))
             return torch.sigmoid(self.head(out[:, -1])), torch.cat([h, c])
 
-    source = tmp_path / "cell.onnx"
+    source = folder / "cell.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(StatefulCell().eval(), (torch.randn(1, 5, 4), torch.zeros(2, 1, 8)), str(source),
                           dynamo=False, opset_version=17, input_names=["x", "state"],
                           output_names=["prob", "new_state"])
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "samples.npz", x=rng.standard_normal((8, 1, 5, 4)).astype(np.float32),
-             state=(0.1 * rng.standard_normal((8, 2, 1, 8))).astype(np.float32))
+    np.savez(folder / "samples.npz", x=rng.standard_normal((samples, 1, 5, 4)).astype(np.float32),
+             state=(0.1 * rng.standard_normal((samples, 2, 1, 8))).astype(np.float32))
+    return source
+
+
+def test_an_rnn_state_input_keeps_its_shape_through_the_route_that_keeps_the_layout(tmp_path):
+    """onnx2tf moves a 3-D input channels-last, which scrambles the state; the channels-first route keeps that
+    input's shape absolutely, and its (1, 2, hidden) state output is the source's (2, 1, hidden) with a unit
+    axis moved."""
+    import hub
+
+    source = stateful_lstm(tmp_path)
     result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
                          output=str(tmp_path / "out"))
     assert result.report.route == ["onnx2tf-nchw"]
-    assert "initial_state" in result.report.alternatives_tried[0].reason  # the channels-last route, still
+    # the channels-last route unrolls the LSTM but moves the state's axes: verification rejects its state
+    assert "output new_state: cosine" in result.report.alternatives_tried[0].reason
     notes = result.report.steps[-1].notes
     assert notes["shape_kept_absolutely"] == ["state"] and notes["outputs_with_unit_axes_moved"] == ["new_state"]
     fidelity = result.report.final.fidelity
     assert fidelity.cosine > 0.99999 and fidelity.max_abs < 1e-5
+
+
+def conv1d_as_tf2onnx_writes_it(slice_axes: list[int]) -> onnx.ModelProto:
+    """tf2onnx's Conv1D on channels-last (1, steps, features), as Magika's classifier has it: unsqueeze to a unit
+    width, move the features to axis 1, Conv2D, then a Slice that keeps everything (its bounds listed over
+    `slice_axes`, the width's end at 1) and a Squeeze of the width. The input is flat, as Magika's bytes are."""
+    rng = np.random.default_rng(8)
+    weight = numpy_helper.from_array((0.3 * rng.standard_normal((4, 8, 3, 1))).astype(np.float32), "weight")
+    ends = {0: 2**31 - 1, 1: 2**31 - 1, 2: 2**31 - 1, 3: 1}
+    constants = [weight, numpy_helper.from_array(np.array([3], np.int64), "unit_axis"),
+                 numpy_helper.from_array(np.zeros(4, np.int64), "starts"),
+                 numpy_helper.from_array(np.array([ends[axis] for axis in slice_axes], np.int64), "ends"),
+                 numpy_helper.from_array(np.array(slice_axes, np.int64), "axes"),
+                 numpy_helper.from_array(np.array([1, 16, 8], np.int64), "steps_by_features")]
+    nodes = [helper.make_node("Reshape", ["x", "steps_by_features"], ["sequence"]),
+             helper.make_node("Unsqueeze", ["sequence", "unit_axis"], ["wide"]),
+             helper.make_node("Transpose", ["wide"], ["first"], perm=[0, 2, 1, 3]),
+             helper.make_node("Conv", ["first", "weight"], ["conv"], kernel_shape=[3, 1]),
+             helper.make_node("Slice", ["conv", "starts", "ends", "axes"], ["kept"], name="keeps_everything"),
+             helper.make_node("Squeeze", ["kept", "unit_axis"], ["squeezed"]),
+             helper.make_node("Relu", ["squeezed"], ["y"])]
+    graph = helper.make_graph(nodes, "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 14])],
+                              initializer=constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("slice_axes", [[0, 1, 2, 3], [0, 2, 1, 3]])
+def test_slices_list_only_the_axes_they_cut(tmp_path, slice_axes):
+    from hub_onnx2tf.convert import _tidy_for_onnx2tf
+
+    model = conv1d_as_tf2onnx_writes_it(slice_axes)
+    path = tmp_path / "conv1d.onnx"
+    onnx.save(model, str(path))
+    assert _tidy_for_onnx2tf(path, {"x": (1, 128)}, fold=True)["slices_made_plain"] == 1
+    tidied = onnx.load(str(path))
+    assert "Slice" not in {node.op_type for node in tidied.graph.node}
+    x = np.random.default_rng(9).standard_normal((1, 128)).astype(np.float32)
+    np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
+                                  ReferenceEvaluator(model).run(None, {"x": x})[0])
+
+
+def test_a_slice_keeps_its_cuts_sorted_by_axis(tmp_path):
+    from hub_onnx2tf.convert import _tidy_for_onnx2tf
+
+    constants = [numpy_helper.from_array(np.array(values, np.int64), name) for name, values in
+                 (("starts", [0, -3, 0]), ("ends", [2**31 - 1, 2**31 - 1, 5]), ("axes", [0, 2, 1]))]
+    node = helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"], name="cut")
+    graph = helper.make_graph([node], "cut", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "cut.onnx"
+    onnx.save(model, str(path))
+    _tidy_for_onnx2tf(path, {"x": (1, 6, 7)}, fold=False)
+    tidied = onnx.load(str(path))
+    bounds = {init.name.rsplit("_", 1)[-1]: numpy_helper.to_array(init).tolist() for init in tidied.graph.initializer}
+    assert bounds == {"starts": [0, -3], "ends": [5, 2**31 - 1], "axes": [1, 2], "steps": [1, 1]}
+    x = np.random.default_rng(10).standard_normal((1, 6, 7)).astype(np.float32)
+    np.testing.assert_array_equal(ReferenceEvaluator(tidied).run(None, {"x": x})[0],
+                                  ReferenceEvaluator(model).run(None, {"x": x})[0])
+
+
+def test_a_tf2onnx_conv1d_reaches_tflite_with_the_source_numbers(tmp_path):
+    """End to end: without the plain Slice, onnx2tf sliced the Conv's channels-last result to one channel."""
+    import hub
+
+    source = tmp_path / "conv1d.onnx"
+    onnx.save(conv1d_as_tf2onnx_writes_it([0, 1, 2, 3]), str(source))
+    np.savez(tmp_path / "samples.npz",
+             x=np.random.default_rng(11).standard_normal((8, 1, 128)).astype(np.float32))
+    result = hub.convert(str(source), to="tflite", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"))
+    assert result.report.route == ["onnx2tf"] and result.report.final.fidelity.cosine > 0.99999
+    assert result.report.steps[-1].notes["slices_made_plain"] == 1
+
+
+def test_a_short_lstm_becomes_its_cell_step_after_step():
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    lstm = torch.nn.LSTM(4, 8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(lstm.eval(), (torch.randn(3, 1, 4), (torch.zeros(1, 1, 8), torch.zeros(1, 1, 8))),
+                          buffer, dynamo=False, opset_version=17, input_names=["x", "h", "c"],
+                          output_names=["y", "h_last", "c_last"])
+    model = onnx.load_from_string(buffer.getvalue())
+    rng = np.random.default_rng(15)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32)
+             for name, shape in (("x", (3, 1, 4)), ("h", (1, 1, 8)), ("c", (1, 1, 8)))}
+    before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    assert [r.split()[0] for r in lower_for_tflite(model)] == ["LSTM"]
+    assert "LSTM" not in {node.op_type for node in model.graph.node}
+    after = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    for expected, got in zip(before, after, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_stateful_lstm_reaches_tflite_arm_without_a_while_loop(tmp_path):
+    """onnx2tf writes an LSTM as a WHILE loop, which ai-edge-quantizer cannot calibrate; unrolled, the route
+    through a float file and ai-edge-quantizer gives a full-integer model."""
+    import hub
+    from hub_litert.interpreter import open_interpreter
+
+    source = stateful_lstm(tmp_path, samples=64)
+    result = hub.convert(str(source), to="tflite-arm", calibration=str(tmp_path / "samples.npz"),
+                         output=str(tmp_path / "out"))
+    assert result.report.route == ["onnx2tf-nchw", "ai-edge-quantizer-int8"]
+    assert any(r.startswith("LSTM") for r in result.report.steps[0].notes["rewritten_for_tflite_builtins"])
+    operators = {op["op_name"] for op in open_interpreter(Path(result.path), delegates=False)._get_ops_details()}
+    assert "WHILE" not in operators and operators & {"FULLY_CONNECTED", "BATCH_MATMUL"}
+    assert result.report.final.fidelity.cosine > 0.98
+
+
+def test_an_integer_input_times_zero_folds_away(tmp_path):
+    """Silero VAD keeps its sample-rate input in the graph as state + Cast(sr * 0): folded, no float Cast of an
+    integer is left to keep the int8 model from being fully integer."""
+    from hub_onnx2tf.convert import _tidy_for_onnx2tf
+
+    nodes = [helper.make_node("Mul", ["sr", "zero"], ["nothing"]),
+             helper.make_node("Cast", ["nothing"], ["nothing_float"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "nothing_float"], ["y"])]
+    graph = helper.make_graph(nodes, "kept_input", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                                                    helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.array(0, np.int64), "zero")])
+    path = tmp_path / "kept_input.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    _tidy_for_onnx2tf(path, {"x": (1, 4), "sr": ()}, fold=True)
+    assert {node.op_type for node in onnx.load(str(path)).graph.node} == {"Add"}

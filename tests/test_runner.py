@@ -13,11 +13,11 @@ from hub.planner import PlannedStep, Route
 from hub.runner import SilentProgress, first_working
 from hub.states import ModelState, Requirement
 
-ONNX, TFLITE = ModelState("onnx"), ModelState("tflite")
+ONNX, TFLITE, INT8 = ModelState("onnx"), ModelState("tflite"), ModelState("tflite", precision="int8")
 
 
-def _route(*names: str, start: ModelState = ONNX) -> Route:
-    steps = tuple(PlannedStep(Step(name, Requirement.of(), {}, "x:y"), "test", "converter", start, TFLITE, 1.0, 1.0)
+def _route(*names: str, start: ModelState = ONNX, result: ModelState = TFLITE) -> Route:
+    steps = tuple(PlannedStep(Step(name, Requirement.of(), {}, "x:y"), "test", "converter", start, result, 1.0, 1.0)
                   for name in names)
     return Route(steps, float(len(names)))
 
@@ -67,8 +67,8 @@ def test_after_a_step_drifts_routes_without_it_are_tried_first():
     """A clean-up before the same quantizer drifts again; another quantizer is worth the next attempt."""
     run_route, ran = _runner({"quantize": FidelityError("output drifted")})
     # the clean-up gives the quantizer another input state: the route is not skipped, only deferred
-    routes = [_route("quantize"), _route("clean", "quantize", start=TFLITE), _route("other-quantizer"),
-              _route("more")]
+    routes = [_route("quantize", result=INT8), _route("clean", "quantize", start=TFLITE, result=INT8),
+              _route("other-quantizer", result=INT8), _route("more", result=INT8)]
     route, _, _, _ = first_working(routes, 3, run_route, SilentProgress(), "cpu-int8")
     assert route.names == ["other-quantizer"] and ran == [["quantize"], ["other-quantizer"]]
     run_route, ran = _runner({"quantize": FidelityError("output drifted"), "other-quantizer": StepFailedError("x"),
@@ -76,6 +76,14 @@ def test_after_a_step_drifts_routes_without_it_are_tried_first():
     with pytest.raises(StepFailedError):
         first_working(routes, 4, run_route, SilentProgress(), "cpu-int8")
     assert ran == [["quantize"], ["other-quantizer"], ["more"], ["clean", "quantize"]]
+
+
+def test_a_float_converter_that_drifted_is_tried_again_after_a_clean_up_in_cost_order():
+    """A clean-up changes what a converter is given (onnx2tf and an opset-6 Pad that onnxslim rewrites)."""
+    run_route, ran = _runner({"convert": FidelityError("output drifted")})
+    routes = [_route("convert"), _route("clean", "convert", start=TFLITE), _route("other-converter")]
+    route, _, _, _ = first_working(routes, 3, run_route, SilentProgress(), "tflite")
+    assert ran == [["convert"], ["clean", "convert"], ["other-converter"]] and route.names == ["other-converter"]
 
 
 def test_a_long_library_message_is_one_line_per_route():

@@ -150,6 +150,32 @@ def test_a_detector_with_its_scores_broken_is_refused_though_its_boxes_agree(tmp
     assert hit and "slice" in error.message
 
 
+class YesNo(torch.nn.Module):
+    """One probability per sample (1, 1), as a voice detector's speech probability."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.score = torch.nn.Linear(16, 1)
+
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.score(signal) * 4.0)
+
+
+def test_a_probability_answered_the_other_way_in_every_other_sample_is_refused(tmp_path, monkeypatch):
+    """A per-sample cosine of one positive value is 1 whatever the value; the answer itself must agree."""
+    signals = np.random.default_rng(1).standard_normal((12, 16)).astype(np.float32)
+    program, _ = exported_with_samples(YesNo(), "signal", signals, tmp_path)
+    calls = iter(range(10**6))
+
+    def flip_every_other(array: np.ndarray) -> np.ndarray:
+        return 1.0 - array if next(calls) % 2 == 0 else array
+
+    hit = corrupt(monkeypatch, flip_every_other, not_the_source)
+    error = refused(program, "onnxruntime-cpu", tmp_path / "out", calibration=tmp_path / "calibration.npz")
+    assert hit and "top-1 agreement" in error.message
+
+
 class LineReader(torch.nn.Module):
     """A text line in, per column a distribution over a blank and 11 characters out (1, 16, 12), as CTC text
     recognizers give: the blank wins most columns."""

@@ -352,6 +352,24 @@ def test_detector_logits_that_lose_their_positive_scores_are_rejected_though_the
     assert compare([[b] for b in boxes], [[b] for b in boxes]).outputs[0].decision_agreement is None
 
 
+def test_one_probability_per_sample_is_judged_by_its_decision_and_across_samples():
+    """A (1, 1) speech probability: a per-sample cosine of one positive value is 1 whatever the value, so an
+    int8 result that read 0.1 for 0.9 passed. Read as (1 - p, p), its decisions must agree."""
+    speech = [np.array([[p]], np.float32) for p in (0.95, 0.9, 0.05, 0.02, 0.85, 0.1, 0.93, 0.04)]
+    flipped = [np.array([[1.0 - p[0, 0]]], np.float32) if i % 2 else p for i, p in enumerate(speech)]
+    (output,) = compare([[p] for p in speech], [[p] for p in flipped]).outputs
+    assert output.kind == "probability" and output.decided_top1_agreement == 0.5
+    assert output.cosine < 0.9  # the pair (1 - p, p): no longer 1
+    violations = output.violations(Tolerance(min_cosine=0.98, min_top1=0.9))
+    assert any("top-1 agreement 0.500" in v for v in violations) and any("cosine" in v for v in violations)
+    close = [[p + np.float32(0.01) * (-1) ** i] for i, p in enumerate(speech)]
+    (kept,) = compare([[p] for p in speech], close).outputs
+    assert kept.decided_top1_agreement == 1.0 and kept.violations(Tolerance(min_cosine=0.98, min_top1=0.9)) == []
+    logits = [np.array([[value]]) for value in (3.0, 2.5, -2.0, 4.0)]  # no probability: judged across samples
+    (scalar,) = compare([[v] for v in logits], [[v * (-1) ** i] for i, v in enumerate(logits)]).outputs
+    assert scalar.kind == "tensor" and scalar.cosine < 0.5
+
+
 def test_outputs_a_converter_left_in_the_source_layout_are_not_moved_back():
     from hub.verification import from_layout
 
@@ -395,3 +413,39 @@ def test_strings_and_booleans_are_compared_exactly():
                                                              "must match)"]
     flags = [[np.array([True, False])]]
     assert compare(flags, [[np.array([True, True])]]).violations(Tolerance(min_cosine=0.0))
+
+
+def detector_outputs(rng: np.random.Generator, samples: int = 6) -> list[list[np.ndarray]]:
+    """An SSD-style detector's two outputs per sample: (1, 300, 4) boxes and (1, 300, 1) logits, positive at a
+    few anchors."""
+    outputs = []
+    for _ in range(samples):
+        logits = -rng.uniform(2, 300, (1, 300, 1))
+        logits[0, rng.choice(300, 5, replace=False), 0] = rng.uniform(1, 4, 5)
+        outputs.append([rng.normal(0, 80, (1, 300, 4)), logits])
+    return outputs
+
+
+def test_boxes_beside_scores_are_judged_where_an_object_was_found():
+    rng = np.random.default_rng(16)
+    reference = detector_outputs(rng)
+    tolerance = Tolerance(min_cosine=0.98, min_top1=0.9)
+    # boxes scrambled where nothing was found: never decoded, so no violation
+    background_noise = []
+    for boxes, logits in reference:
+        noisy = boxes.copy()
+        nothing = logits[0, :, 0] < 0
+        noisy[0, nothing] += rng.normal(0, 80, (int(nothing.sum()), 4))
+        background_noise.append([noisy, logits])
+    boxes, scores = compare(reference, background_noise).outputs
+    assert boxes.anchors_judged == 30 and boxes.cosine == pytest.approx(1.0) and boxes.whole_cosine < 0.8
+    assert boxes.violations(tolerance) == [] and scores.decision_agreement == 1.0
+    # the same noise on the anchors that hold an object is rejected
+    found_noise = []
+    for boxes, logits in reference:
+        noisy = boxes.copy()
+        found = logits[0, :, 0] > 0
+        noisy[0, found] += rng.normal(0, 80, (int(found.sum()), 4))
+        found_noise.append([noisy, logits])
+    boxes, _ = compare(reference, found_noise).outputs
+    assert boxes.anchors_judged == 30 and any("cosine" in v for v in boxes.violations(tolerance))

@@ -44,6 +44,8 @@ LOG_TAIL_LINES = 40
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # A character TensorFlow refuses in a scope name (tensorflow/python/framework/ops.py, _VALID_SCOPE_NAME_REGEX).
 NOT_IN_TF_SCOPE_NAME = re.compile(r"[^A-Za-z0-9_./>-]")
+# A Slice end at or beyond this keeps the rest of its axis whatever its size (exporters write INT_MAX or 1e9).
+FULL_SLICE_END = 2**30
 
 
 def convert_onnx_to_tflite(ctx: StepContext) -> Path:
@@ -54,10 +56,12 @@ def convert_onnx_to_tflite(ctx: StepContext) -> Path:
         raise UsageError(f"onnx2tf step option precision={precision!r} is not one of: {', '.join(OUTPUT_SUFFIX)}")
     onnx2tf = _import_onnx2tf()
     narrowed = _narrow_float64(ctx.input_path) if ctx.options.get("narrow_float64", True) else []
-    lowered = _lower_for_tflite(ctx.input_path) if ctx.options.get("lower_for_tflite", True) else []
     inputs, outputs = _onnx_io(ctx.input_path)
     shapes = _concrete_shapes(inputs, ctx.inputs)
     tidied = _tidy_for_onnx2tf(ctx.input_path, shapes, fold=bool(ctx.options.get("fold_constants", True)))
+    # after tidying: at the concrete shapes, with the branches of decided Ifs (an LSTM's, in Silero) inlined
+    lowered = _lower_for_tflite(ctx.input_path, precision == "int8") if ctx.options.get("lower_for_tflite", True) \
+        else []
     int8 = precision == "int8"
     io_dtype = str(ctx.options.get("io_dtype", "int8"))
     if int8 and io_dtype not in IO_DTYPES:
@@ -176,6 +180,11 @@ def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool
       EfficientNet padded the batch axis: logits of shape (10, 1000) for (1, 1000)).
     - dimensions made unknown: declared dimensions of -1 (paddle2onnx writes them for dynamic axes) become
       unknown, as ONNX means them; onnx2tf takes them literally ("Dimension -1 must be >= 0").
+    - slices made plain: a Slice lists only the axes it cuts, in ascending order, and one that cuts none becomes an
+      Identity. onnx2tf maps a Slice's axes to channels-last but not always its bounds: tf2onnx's Conv1D (a
+      Conv2D, then a Slice to width 1 over its unit axis 3) came out as a slice to one channel (Magika's logits
+      at cosine 0.001), and Basic Pitch's slice of axes [0, 2, 1, 3] cut the wrong axis ("Dimensions must be
+      equal, but are 324 and 309").
     - nodes renamed: node names become valid TF scope names (paddle2onnx names nodes "Softmax@0"; onnx2tf names
       its layers after the nodes and TF refuses them). Tensor names, and so the model's I/O names, are kept.
     """
@@ -193,6 +202,7 @@ def _tidy_for_onnx2tf(path: Path, shapes: dict[str, tuple[int, ...]], fold: bool
         graph = _folded_at_concrete_shapes(graph)
     changed = {"constant_nodes_folded": before - len(graph.nodes),
                "dimensions_made_unknown": _negative_dims_unknown(graph),
+               "slices_made_plain": _plain_slices(graph),
                "nodes_renamed_for_tf": _tf_scope_node_names(graph)}
     if any(changed.values()):
         if changed["constant_nodes_folded"]:
@@ -215,6 +225,7 @@ def _folded_at_concrete_shapes(graph: Any, rounds: int = 8) -> Any:
         count = len(graph.nodes)
         _forget_inner_shapes(graph)
         graph = gs.import_onnx(_with_inferred_shapes(gs.export_onnx(graph)))
+        _integers_times_zero_as_constants(graph)
         # graphsurgeon's own flattening of decided Ifs loses outputs of nested ones (below)
         graph.fold_constants(fold_shapes=True, flatten_subgraphs=False).cleanup()
         if _inline_decided_ifs(graph):
@@ -222,6 +233,26 @@ def _folded_at_concrete_shapes(graph: Any, rounds: int = 8) -> Any:
         elif len(graph.nodes) == count:
             break
     return graph
+
+
+def _integers_times_zero_as_constants(graph: Any) -> None:
+    """An integer tensor of known shape multiplied by a constant zero becomes the constant zero it is, so that
+    what follows folds. Exporters keep an otherwise unused input in the graph that way: Silero VAD adds
+    Cast(sr * 0) to its state, and the cast of the int64 sample rate stayed the one float operator in its
+    int8 model."""
+    import onnx_graphsurgeon as gs
+
+    for node in graph.nodes:
+        if node.op != "Mul" or len(node.inputs) != 2:
+            continue
+        for index in (0, 1):
+            tensor, other = node.inputs[index], node.inputs[1 - index]
+            known = isinstance(tensor, gs.Variable) and tensor.dtype is not None and tensor.shape is not None \
+                and all(isinstance(d, int) for d in tensor.shape)
+            if known and np.dtype(tensor.dtype).kind in "iu" and isinstance(other, gs.Constant) \
+                    and not np.any(other.values):
+                node.inputs[index] = gs.Constant(f"{tensor.name}/times_zero", np.zeros(tensor.shape, tensor.dtype))
+                break
 
 
 def _inline_decided_ifs(graph: Any) -> int:
@@ -279,6 +310,56 @@ def _negative_dims_unknown(graph: Any) -> int:
     return changed
 
 
+def _plain_slices(graph: Any) -> int:
+    """Rewrite each Slice with constant bounds to list only the axes it cuts, by ascending axis (an Identity
+    where it cuts none); how many changed (see _tidy_for_onnx2tf)."""
+    import onnx_graphsurgeon as gs
+
+    changed = 0
+    for node in graph.nodes:
+        listed = _listed_cuts(node, gs.Constant) if node.op == "Slice" else None
+        if listed is None:
+            continue
+        cuts = _real_cuts(listed, node.inputs[0].shape)
+        if cuts == listed:
+            continue
+        while len(node.inputs) > 1:  # graphsurgeon's synchronised list: pop keeps the tensors' links right
+            node.inputs.pop()
+        if cuts:
+            axes, starts, ends, steps = zip(*cuts)
+            node.inputs.extend(gs.Constant(f"{node.name}/plain_{part}", np.asarray(values, np.int64))
+                               for part, values in (("starts", starts), ("ends", ends), ("axes", axes),
+                                                    ("steps", steps)))
+        else:
+            node.op, node.attrs = "Identity", {}
+        changed += 1
+    return changed
+
+
+def _listed_cuts(node: Any, constant: type) -> list[tuple[int, int, int, int]] | None:
+    """A Slice's (axis, start, end, step) in the order it lists them (opset 10 and up: bounds as inputs); None
+    where its bounds are computed or its input's rank is unknown."""
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    bounds = node.inputs[1:]
+    if rank is None or len(bounds) < 2 or not all(isinstance(b, constant) for b in bounds):
+        return None  # before opset 10 the bounds are attributes: left as they are
+    starts, ends, *rest = (np.asarray(b.values).reshape(-1).tolist() for b in bounds)
+    axes = [axis % rank for axis in rest[0]] if rest else list(range(len(starts)))
+    steps = rest[1] if len(rest) > 1 else [1] * len(starts)
+    return list(zip(axes, starts, ends, steps))
+
+
+def _real_cuts(listed: list[tuple[int, int, int, int]], shape: list) -> list[tuple[int, int, int, int]]:
+    """The entries that cut something, by ascending axis."""
+    cuts = []
+    for axis, start, end, step in sorted(listed):
+        size = shape[axis]
+        whole_end = end >= FULL_SLICE_END or (isinstance(size, int) and (end + size if end < 0 else end) >= size)
+        if not (step == 1 and start == 0 and whole_end):
+            cuts.append((axis, start, end, step))
+    return cuts
+
+
 def _tf_scope_node_names(graph: Any) -> int:
     taken = {node.name for node in graph.nodes}
     changed = 0
@@ -294,7 +375,7 @@ def _tf_scope_node_names(graph: Any) -> int:
     return changed
 
 
-def _lower_for_tflite(path: Path) -> list[str]:
+def _lower_for_tflite(path: Path, integer: bool) -> list[str]:
     """Rewrite the step's private copy where onnx2tf would emit operators TFLite has only as Flex ops or TF
     cannot run (hub_onnx2tf.lowering); the nodes rewritten."""
     import onnx
@@ -304,7 +385,7 @@ def _lower_for_tflite(path: Path) -> list[str]:
 
     model = load_model(path)
     try:
-        rewritten = lower_for_tflite(model)
+        rewritten = lower_for_tflite(model, integer)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise StepFailedError(f"rewriting operators for TFLite builtins made an invalid model: {error}") from error
     if rewritten:
