@@ -20,7 +20,8 @@ Each output gets a kind that decides its metrics:
   whole output, and the cosine of every slice along its feature axis, so that a small-valued part (the class
   scores beside pixel coordinates in a detector's output) cannot vanish inside a whole-tensor cosine. Where the
   output is logits that decide by their sign (mostly negative, a few positives: a detector's per-anchor
-  scores), the agreement on that sign where either side decides, held to `min_top1`.
+  scores), the agreement on that sign where either side decides, held to `min_top1`; likewise for a map of
+  probabilities (all in [0, 1]: a sigmoid's note onsets, a mask), whose yes is a value above one half.
 - Per-anchor outputs beside such logits (an SSD-style detector's (1, anchors, 16) box regressions beside its
   (1, anchors, 1) scores) are judged only at the anchors either side's scores call an object: a box at an
   anchor with no object is never decoded, and int8 rounds those freely (MediaPipe's pose detector: cosine 0.96
@@ -62,6 +63,10 @@ MIN_SLICE_COSINE_FLOOR = 0.5
 # the background rows of a text-probability map (values near 1e-7) have a direction of pure rounding noise, and
 # failed a float-exact clean-up at cosine 0. Class scores beside pixel coordinates (1 beside 320) stay judged.
 MIN_SLICE_SHARE = 1e-3
+# A failing slice whose values reach at most this share of the output's largest is named as a mixed-scale loss
+# (YOLOv8's class scores, at most 1, beside box coordinates up to 320: one int8 output scale of 1.25 rounds every
+# score to 0 or 1.25), so that the message says what no rung of a full-integer target can fix.
+MIXED_SCALE_SHARE = 0.05
 # An output whose values are below zero but for at most this share of them, and above it somewhere, is read as
 # logits that decide by their sign (a sigmoid above one half): MediaPipe's face detector scores 896 anchors from
 # -590 to +3, and an int8 result that clipped every positive score to 0 kept none of its faces at a whole-output
@@ -69,6 +74,12 @@ MIN_SLICE_SHARE = 1e-3
 # LOGIT_MARGIN and its negative (a sigmoid of 0.4 to 0.6, as DECIDED_MARGIN) a position is undecided.
 SPARSE_POSITIVE_SHARE = 0.1
 LOGIT_MARGIN = 0.4
+# PROBABILITY_MAP: an output whose values all lie in [0, 1], above one half somewhere, is read as probabilities
+# that say yes above one half (a sigmoid's map: a note transcriber's onsets, a segmentation mask) and judged as
+# the logits above. Basic Pitch's int8 onset map kept cosine 0.98 while its onsets above one half matched the
+# float model's at F1 0.64. A value must move by about 0.1 across one half to count as a flip, so normalised
+# coordinates or pixel intensities in [0, 1] pass the same check at int8's usual error.
+PROBABILITY_FLOOR = 1e-7
 SCORE_NAME = re.compile(r"logit|score|prob|class|cls|label|pred")
 EMBEDDING_NAME = re.compile(r"embed|hidden|pool|feature|sentence|token|vector|encod")
 
@@ -111,6 +122,7 @@ class OutputFidelity:
     slice_axis: int | None = None
     worst_slice: int | None = None
     worst_slice_cosine: float | None = None
+    worst_slice_share: float | None = None  # its largest value over the output's largest
     top1_agreement: float | None = None
     top5_containment: float | None = None
     confident_top1_agreement: float | None = None
@@ -129,7 +141,7 @@ class OutputFidelity:
     def to_json(self) -> dict:
         data = {key: getattr(self, key) for key in self.__dataclass_fields__}
         data["shape"] = list(self.shape)
-        for key in ("cosine", "max_abs", "worst_slice_cosine", "top1_agreement", "top5_containment",
+        for key in ("cosine", "max_abs", "worst_slice_cosine", "worst_slice_share", "top1_agreement", "top5_containment",
                     "confident_top1_agreement", "decided_top1_agreement", "sequence_agreement", "exact_agreement",
                     "decision_agreement", "whole_cosine"):
             data[key] = _rounded(data[key])
@@ -201,7 +213,7 @@ def _violations(figures: "OutputFidelity | Fidelity", tolerance: Tolerance) -> l
     if axis is not None and figures.worst_slice_cosine is not None \
             and not figures.worst_slice_cosine >= min_slice_cosine(tolerance):
         found.append(f"slice {figures.worst_slice} along axis {axis} has cosine {figures.worst_slice_cosine:.4f} "
-                     f"< {min_slice_cosine(tolerance):.4g}")
+                     f"< {min_slice_cosine(tolerance):.4g}{_mixed_scale_hint(figures)}")
     decided = getattr(figures, "decided_samples", None)
     if tolerance.min_top1 is not None and decided is not None:  # class scores: judged where a side decides
         agreement = figures.decided_top1_agreement
@@ -217,11 +229,20 @@ def _violations(figures: "OutputFidelity | Fidelity", tolerance: Tolerance) -> l
         found.append(f"sequence agreement {sequences:.3f} < {tolerance.min_top1}")
     decisions = getattr(figures, "decision_agreement", None)
     if tolerance.min_top1 is not None and decisions is not None and decisions < tolerance.min_top1:
-        found.append(f"decision agreement {decisions:.3f} < {tolerance.min_top1} (the sign of its sparse "
-                     f"positive values)")
+        found.append(f"decision agreement {decisions:.3f} < {tolerance.min_top1} (where either side says yes: "
+                     f"a positive logit, or a probability above one half)")
     if tolerance.max_abs is not None and not figures.max_abs <= tolerance.max_abs:
         found.append(f"max-abs {figures.max_abs:.3g} > {tolerance.max_abs}")
     return found
+
+
+def _mixed_scale_hint(figures: "OutputFidelity | Fidelity") -> str:
+    share = getattr(figures, "worst_slice_share", None)
+    if share is None or share > MIXED_SCALE_SHARE:
+        return ""
+    return (f" (its values reach 1/{1 / share:.0f} of the output's largest: an output that mixes scales, such as "
+            "class scores beside pixel coordinates, loses its small part under one int8 scale; a float-output "
+            "target keeps it)")
 
 
 def min_slice_cosine(tolerance: Tolerance) -> float:
@@ -413,14 +434,16 @@ def slice_axis(shape: tuple[int, ...]) -> int | None:
     return min(long_axes, key=lambda axis: (shape[axis], axis))
 
 
-def _worst_slice(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int) -> tuple[int, float] | None:
-    """The slice along `axis` (over all samples) whose cosine is lowest, skipping slices the reference leaves at
-    zero or near it (MIN_SLICE_SHARE: such a slice is judged by max-abs, not by the direction of its noise)."""
+def _worst_slice(reference: list[np.ndarray], candidate: list[np.ndarray],
+                 axis: int) -> tuple[int, float, float] | None:
+    """The slice along `axis` (over all samples) whose cosine is lowest, with its largest magnitude as a share of
+    the output's, skipping slices the reference leaves at zero or near it (MIN_SLICE_SHARE: such a slice is
+    judged by max-abs, not by the direction of its noise)."""
     ref = np.stack(reference).astype(np.float64)
     cand = np.stack(candidate).astype(np.float64)
     finite = np.abs(ref[np.isfinite(ref)])
     floor = MIN_SLICE_SHARE * (finite.max() if finite.size else 0.0)
-    worst: tuple[int, float] | None = None
+    worst: tuple[int, float, float] | None = None
     for index in range(ref.shape[axis + 1]):
         ref_slice, cand_slice = np.take(ref, index, axis=axis + 1), np.take(cand, index, axis=axis + 1)
         magnitude = np.abs(ref_slice[np.isfinite(ref_slice)])
@@ -428,24 +451,34 @@ def _worst_slice(reference: list[np.ndarray], candidate: list[np.ndarray], axis:
             continue
         value = cosine(ref_slice, cand_slice)
         if worst is None or not value >= worst[1]:
-            worst = (index, value)
+            worst = (index, value, float(magnitude.max() / finite.max()))
     return worst
 
 
 def _decision_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
-    """For an output of logits that say yes where positive (a detector's per-anchor score: mostly far below
-    zero, positive at the few anchors that hold an object; see SPARSE_POSITIVE_SHARE), the agreement on that
-    sign over the positions either side decides and calls positive (as for a class map's foreground); empty for
-    any other output."""
+    """For an output that says yes or no at each position, the agreement on that decision over the positions
+    either side decides and calls yes (as for a class map's foreground); empty for any other output. Such an
+    output is logits that say yes where positive (a detector's per-anchor score: mostly far below zero, positive
+    at the few anchors that hold an object; see SPARSE_POSITIVE_SHARE), or a map of probabilities that say yes
+    above one half (see PROBABILITY_MAP), judged as the logits they are the sigmoid of."""
     ref = np.concatenate([r.reshape(-1) for r in reference]).astype(np.float64)
     cand = np.concatenate([c.reshape(-1) for c in candidate])
-    if not np.all(np.isfinite(ref)) or ref.min() >= 0 or not 0 < np.mean(ref > 0) <= SPARSE_POSITIVE_SHARE:
+    if not np.all(np.isfinite(ref)):
+        return {}
+    if 0 <= ref.min() and ref.max() <= 1 and ref.max() > 0.5:
+        ref, cand = _logits(ref), _logits(cand)
+    elif ref.min() >= 0 or not 0 < np.mean(ref > 0) <= SPARSE_POSITIVE_SHARE:
         return {}
     decided = (np.abs(ref) > LOGIT_MARGIN) | (np.abs(cand) > LOGIT_MARGIN)
     counted = decided & ((ref > 0) | (cand > 0))
     if not counted.any():
         return {}
     return {"decision_agreement": float(np.mean((ref[counted] > 0) == (cand[counted] > 0)))}
+
+
+def _logits(probabilities: np.ndarray) -> np.ndarray:
+    clipped = np.clip(probabilities.astype(np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return np.log(clipped) - np.log1p(-clipped)
 
 
 def _softmax_max(logits: np.ndarray) -> float:
@@ -503,7 +536,8 @@ def compare_output(name: str, matched: str, matched_by: str, reference: list[np.
     if axis is not None:
         worst = _worst_slice(reference, candidate, axis)
         if worst is not None:
-            figures.update(slice_axis=axis, worst_slice=worst[0], worst_slice_cosine=worst[1])
+            figures.update(slice_axis=axis, worst_slice=worst[0], worst_slice_cosine=worst[1],
+                           worst_slice_share=worst[2])
     if kind == "tensor":
         figures.update(_decision_agreement(reference, candidate))
     return OutputFidelity(
@@ -591,7 +625,8 @@ def _at_anchors(output: OutputFidelity, reference: list[np.ndarray], candidate: 
     return replace(output, cosine=float(np.mean([cosine(r, c) for r, c in rows])), whole_cosine=output.cosine,
                    anchors_judged=int(sum(len(r) for r, _ in rows)),
                    worst_slice=worst[0] if worst else output.worst_slice,
-                   worst_slice_cosine=worst[1] if worst else output.worst_slice_cosine)
+                   worst_slice_cosine=worst[1] if worst else output.worst_slice_cosine,
+                   worst_slice_share=worst[2] if worst else output.worst_slice_share)
 
 
 def summarize(samples: int, outputs: list[OutputFidelity]) -> Fidelity:

@@ -350,6 +350,37 @@ def test_static_int8_of_a_bias_shared_under_a_colliding_name_loads(calibration, 
     assert mean_cosine(outputs(output, samples), outputs(source, samples)) > 0.98
 
 
+def test_static_int8_keeps_a_relu_that_a_subgraph_reads(calibration, samples, tmp_path):
+    """Conv -> Relu, whose output only an If's branch reads (Silero VAD's LSTM branch read its encoder so): ONNX
+    Runtime's quantizer drops the Relu and rewires the main graph only, and the branch read negative values."""
+    import onnx
+
+    rng = np.random.default_rng(0)
+    branch = lambda name: helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["relu"], ["pooled_" + name]),
+         helper.make_node("Flatten", ["pooled_" + name], ["out_" + name])], name, [],
+        [helper.make_tensor_value_info("out_" + name, TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Conv", ["image", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("If", ["always"], ["logits"], then_branch=branch("then"), else_branch=branch("else"))]
+    graph = helper.make_graph(
+        nodes, "branch_reads_relu", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, *INPUT_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 8])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+                     numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+                     numpy_helper.from_array(np.array(True), "always")])
+    source = tmp_path / "branch.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    private = tmp_path / "copy" / "branch.onnx"
+    private.parent.mkdir()
+    private.write_bytes(source.read_bytes())
+
+    output = run_static_int8(context(private, tmp_path / "work", calibration))
+
+    assert "Relu" in {node.op_type for node in load_model(output).graph.node}
+    assert mean_cosine(outputs(output, samples), outputs(source, samples)) > 0.99
+
+
 def test_sensitivity_ranks_the_node_whose_quantization_loses_most_first(optimized_model, calibration, samples,
                                                                          tmp_path):
     from hub_onnx.sensitivity import rank_nodes

@@ -158,12 +158,16 @@ def test_a_ladder_rung_may_not_grow_the_file_past_twice_what_its_step_promises_n
         "size 0.80x its input, over the 0.75x a rung of quantize may reach"]
 
 
-def test_verification_holds_out_the_last_samples_when_there_are_enough_to_calibrate_on():
+def test_verification_holds_out_samples_spread_through_the_file_when_there_are_enough_to_calibrate_on():
+    """Spread, so that a file in time order (silence, then speech) is verified on both and calibrated on both."""
     from hub.inputs import SampleSet
 
     images = np.arange(70 * 3, dtype=np.float32).reshape(70, 1, 3)
     calibration, verification = SampleSet({"x": images}, "test", {"x": 2}).held_out(32)
     assert calibration.count == 38 and verification.count == 32
-    assert not set(calibration.arrays["x"][:, 0, 0]) & set(verification.arrays["x"][:, 0, 0])
+    calibrated, verified = calibration.arrays["x"][:, 0, 0] // 3, verification.arrays["x"][:, 0, 0] // 3
+    assert not set(calibrated) & set(verified)
+    for part in (calibrated, verified):  # both halves of the file in each
+        assert part.min() < 10 and part.max() > 60
     few = SampleSet({"x": images[:63]}, "test", {"x": 2})
     assert few.held_out(32) == (few, few)  # too few to spare any: in-sample, as the report says

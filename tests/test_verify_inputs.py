@@ -183,6 +183,7 @@ def test_a_detector_losing_its_small_scores_is_rejected_though_the_whole_cosine_
     assert output.kind == "tensor" and output.slice_axis == 2 and output.worst_slice in (4, 5)
     violations = fidelity.violations(Tolerance(min_cosine=0.98))
     assert len(violations) == 1 and violations[0].startswith(f"slice {output.worst_slice} along axis 2")
+    assert "mixes scales" in violations[0] and output.worst_slice_share < 1 / 300  # named: no rung can fix it
     slightly_off = [[sample[0] * (1 + 1e-3 * rng.standard_normal(sample[0].shape))] for sample in reference]
     assert not compare(reference, slightly_off).violations(Tolerance(min_cosine=0.98))
 
@@ -350,6 +351,24 @@ def test_detector_logits_that_lose_their_positive_scores_are_rejected_though_the
     assert compare([[s] for s in logits], noisy).outputs[0].decision_agreement == 1.0
     boxes = [rng.normal(0, 50, (1, 896, 16)) for _ in range(6)]  # both signs alike: no decisions to judge
     assert compare([[b] for b in boxes], [[b] for b in boxes]).outputs[0].decision_agreement is None
+
+
+def test_a_probability_map_that_loses_its_onsets_is_rejected_though_the_cosine_is_high():
+    """A sigmoid map (1, frames, notes), near 0 but for a few onsets: an int8 result that pulls the onsets under
+    one half keeps a high cosine and loses the notes. Noise of int8's usual size, or a map with nothing above
+    one half, passes."""
+    rng = np.random.default_rng(9)
+    onsets = [rng.uniform(0, 0.2, (1, 172, 88)) for _ in range(4)]
+    for sample in onsets:
+        sample[0, rng.choice(172, 20), rng.choice(88, 20)] = rng.uniform(0.7, 0.95, 20)
+    dimmed = [[np.where(s > 0.5, s * 0.4, s)] for s in onsets]
+    (output,) = compare([[s] for s in onsets], dimmed).outputs
+    assert output.kind == "tensor" and output.cosine > 0.98 and output.decision_agreement == 0.0
+    assert any("probability above one half" in v for v in output.violations(Tolerance(min_cosine=0.98, min_top1=0.9)))
+    noisy = [[np.clip(s + rng.normal(0, 0.01, s.shape), 0, 1)] for s in onsets]
+    assert compare([[s] for s in onsets], noisy).outputs[0].decision_agreement == 1.0
+    faint = [s * 0.5 for s in onsets]  # nothing above one half: no decisions to judge
+    assert compare([[s] for s in faint], [[s] for s in faint]).outputs[0].decision_agreement is None
 
 
 def test_one_probability_per_sample_is_judged_by_its_decision_and_across_samples():

@@ -16,8 +16,9 @@ from typing import Callable
 import numpy as np
 
 from zoo_models import Data, Feed, Named, Prepared, TaskScore, ZooModel, is_float_target
-from zoo_models.onnx_wheels import (BASIC_PITCH, FONTS, MUSIC, PITCH_INPUT, PITCH_RATE, SPEECH, _f1, _iou, _nms,
-                                    _photos, _pitch_windows, _recording, _resize, _share_score, _views, _wheel_photo)
+from zoo_models.onnx_wheels import BASIC_PITCH, FONTS, PITCH_INPUT, _f1, _iou, _nms, _photos
+from zoo_models.onnx_wheels import _pitch_data as onnx_pitch_data
+from zoo_models.onnx_wheels import _resize, _share_score, _views, _wheel_photo
 from zoo_models.runtime import reference, run_model
 from zoo_models.wheels import extract, extract_tree, from_wheel
 
@@ -313,11 +314,10 @@ def _savedmodel_from_wheel(work: Path) -> Prepared:
 
 
 def _pitch_data(work: Path) -> Data:
-    """Calibration: the first half of the speech; held out: the music loop and the second half of the speech."""
-    speech, music = _recording(*SPEECH, PITCH_RATE), _recording(*MUSIC, PITCH_RATE)
-    half = len(speech) // 2
+    """basic-pitch's audio (see there), fed by the signature's input name."""
+    data = onnx_pitch_data(work)
     renamed = lambda feeds: [{PITCH_SIGNATURE_INPUT: feed[PITCH_INPUT]} for feed in feeds]  # noqa: E731
-    return Data(renamed(_pitch_windows(speech[:half])), renamed(_pitch_windows(music) + _pitch_windows(speech[half:])))
+    return Data(renamed(data.calibration), renamed(data.heldout))
 
 
 def _pitch_score(reference: list[Named], result: list[Named], target: str, feeds: list[Feed]) -> TaskScore:

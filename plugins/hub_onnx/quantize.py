@@ -165,8 +165,21 @@ def _quantize_static(source: Path, output: Path, feeds: list[Feed], options: dic
         use_external_data_format=is_large(model, source),
         nodes_to_exclude=excluded,
         extra_options={"ActivationSymmetric": bool(options["symmetric_activations"]),
+                       "QDQKeepRemovableActivations": has_subgraphs(model),
                        **({"TensorQuantOverrides": overrides} if overrides else {})},
     )
+
+
+def has_subgraphs(model: Any) -> bool:
+    """Whether a node of the main graph holds a graph (If, Loop, Scan). ONNX Runtime's quantizer drops a Relu or
+    Clip after a quantized node and rewires the main graph's readers of its output only: a subgraph that reads
+    it reads the unclipped values. Silero VAD's LSTM branch (an If) read its encoder's last Relu that way, and
+    its int8 speech probability drifted to cosine 0.88 whatever the activation type; kept, the Relus cost a
+    little speed and nothing else."""
+    from onnx import AttributeProto
+
+    kinds = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+    return any(attribute.type in kinds for node in model.graph.node for attribute in node.attribute)
 
 
 def run_dynamic_int8(ctx: StepContext) -> Path:
