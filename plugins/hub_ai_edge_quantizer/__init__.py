@@ -15,10 +15,14 @@ from hub.states import Requirement
 
 AI_EDGE_QUANTIZER = ("ai-edge-quantizer>=0.10", "ai-edge-litert>=2.0")
 RECIPES = ("static_wi8_ai8", "static_wi8_ai16")
+RANGES = ("min-max", "moving-average")
 OPTIONS = (
     Option("recipe", str, "static_wi8_ai8", "the library's recipe: static_wi8_ai8 (int8 weights and activations) "
                                             "or static_wi8_ai16 (int16 activations where TFLite has int16 kernels, "
                                             "int8 elsewhere and at the inputs and outputs)"),
+    Option("ranges", str, "moving-average", "activation ranges from the samples: moving-average (the library's: "
+                                            "a recency-weighted mean of each sample's extremes, which clips rare "
+                                            "peaks) or min-max (the extremes over all samples)"),
     Option("max_calibration_samples", int, 200, "at most this many calibration samples are used"),
     Option("full_integer", bool, True, "fail a model that keeps a float operator, naming those operators"),
 )

@@ -11,7 +11,8 @@ The library needs what old or hand-built flatbuffers may lack, so the step first
   Flatten computes its shape so), and the model would not be fully integer;
 - a serving signature, which the library's calibration runs through.
 - sparse constants densified and MediaPipe's transposed-convolution custom operator made builtin
-  (hub_litert.rewrite).
+  (hub_litert.rewrite);
+- float operators the library has no int8 rule for rewritten into exact equivalents it has (equivalents.py).
 What each of these fixed, measured on MediaPipe's models, is in docs/notes.md.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 
 from hub.declarations import StepContext, defaults_of
 from hub.errors import StepFailedError, UsageError
-from hub_ai_edge_quantizer import OPTIONS, RECIPES
+from hub_ai_edge_quantizer import OPTIONS, RANGES, RECIPES
+from hub_ai_edge_quantizer.equivalents import rewrite_for_quantizer
 from hub_litert.rewrite import builtin_of, densify_constants, drop_unused_tensors, hold_constant, \
     replace_transpose_conv_bias, requantize_io, widen_float16_constants
 
@@ -34,9 +36,12 @@ def quantize_tflite_int8(ctx: StepContext) -> Path:
     options = {**defaults_of(OPTIONS), **ctx.options}
     if options["recipe"] not in RECIPES:
         raise UsageError(f"ai-edge-quantizer-int8: recipe {options['recipe']!r} is not one of: {', '.join(RECIPES)}")
+    if options["ranges"] not in RANGES:
+        raise UsageError(f"ai-edge-quantizer-int8: ranges {options['ranges']!r} is not one of: {', '.join(RANGES)}")
     feeds = ctx.calibration_feeds(int(options["max_calibration_samples"]))
     if not feeds:
         raise UsageError("ai-edge-quantizer-int8 needs calibration samples: pass --calibration")
+    feeds = keyed_as_the_model(ctx.input_path, feeds)
     prepared = ctx.workdir / "prepared.tflite"
     try:
         preparation = prepare_for_quantizer(ctx.input_path, prepared, feeds[0])
@@ -44,25 +49,26 @@ def quantize_tflite_int8(ctx: StepContext) -> Path:
         raise StepFailedError(f"the TFLite file could not be prepared for ai-edge-quantizer: "
                               f"{type(error).__name__}: {_first_line(error)}", detail=repr(error)) from error
     output = ctx.workdir / "model.int8.tflite"
-    output.write_bytes(_quantized(prepared, "static_wi8_ai8", feeds))
+    output.write_bytes(_quantized(prepared, "static_wi8_ai8", options["ranges"], feeds))
     requantized = []
     if options["recipe"] != "static_wi8_ai8":  # int16 I/O: the int8 model gives its calibrated int8 edges
         edges = output.with_name("edges.int8.tflite")
         output.rename(edges)
-        output.write_bytes(_quantized(prepared, options["recipe"], feeds))
+        output.write_bytes(_quantized(prepared, options["recipe"], options["ranges"], feeds))
+        allow_general_int16_scales(output)
         requantized = requantize_io(output, edges)
         edges.unlink()
     prepared.unlink()
     integer_outputs = read_integer_outputs(output)
     _check_integer(output, bool(options["full_integer"]))
-    ctx.notes.update(converter=f"ai-edge-quantizer {_version()}", recipe=options["recipe"],
+    ctx.notes.update(converter=f"ai-edge-quantizer {_version()}", recipe=options["recipe"], ranges=options["ranges"],
                      calibration_samples=len(feeds), calibration_source=Path(ctx.calibration).name, **preparation,
                      outputs_read_before_dequantize=integer_outputs,
                      **({"io_requantized_from_int16": requantized} if requantized else {}))
     return output
 
 
-def _quantized(prepared: Path, recipe_name: str, feeds: list[dict[str, np.ndarray]]) -> bytes:
+def _quantized(prepared: Path, recipe_name: str, ranges: str, feeds: list[dict[str, np.ndarray]]) -> bytes:
     from ai_edge_quantizer import quantizer, recipe
 
     engine = quantizer.Quantizer(str(prepared))
@@ -73,11 +79,40 @@ def _quantized(prepared: Path, recipe_name: str, feeds: list[dict[str, np.ndarra
         # static_wi8_ai16 leaves them float), and the library requantizes between the two
         engine.add_static_config(".+", "*", activation_num_bits=16, weight_num_bits=8)
     try:
-        calibration = engine.calibrate({SIGNATURE: [_float_feed(feed) for feed in feeds]})
+        calibration = (_min_max_ranges(engine, feeds) if ranges == "min-max" else
+                       engine.calibrate({SIGNATURE: [_float_feed(feed) for feed in feeds]}))
         return bytes(engine.quantize(calibration).quantized_model)
     except Exception as error:  # the library raises plain exceptions for ops and shapes it does not handle
         raise StepFailedError(f"ai-edge-quantizer failed: {type(error).__name__}: {_first_line(error)}",
                               detail=repr(error)) from error
+
+
+def keyed_as_the_model(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The feeds keyed by the model's own input names (its signature's, else its tensors'), matched by name, else
+    by position: a converter may rename inputs (onnx2tf writes TensorFlow's "serving_default_input_2:0" as
+    "input_2__0"), and the library's calibration looks them up by the signature's names."""
+    from hub_litert.feeding import input_keys, signature_names, tensor_name
+    from hub_litert.interpreter import open_interpreter
+
+    interpreter = open_interpreter(path, delegates=False)
+    names, inputs = signature_names(interpreter), interpreter.get_input_details()
+    keys = input_keys(inputs, feeds[0], names)
+    return [{tensor_name(detail, names): feed[key] for detail, key in zip(inputs, keys)} for feed in feeds]
+
+
+def _min_max_ranges(engine: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Each tensor's smallest and largest value over all the samples (the option ranges: min-max), calibrated
+    sample by sample and merged: the library only keeps a moving average of each sample's extremes (weight 0.95
+    on the past), which clips every value above the last samples' typical peak. On real models the average did
+    better (docs/notes.md), so it stays the default."""
+    merged: dict[str, Any] = {}
+    for feed in feeds:
+        for tensor, ranges in engine.calibrate({SIGNATURE: [_float_feed(feed)]}).items():
+            known = merged.setdefault(tensor, dict(ranges))
+            if "min" in ranges and "max" in ranges:
+                known["min"] = np.minimum(known["min"], ranges["min"])
+                known["max"] = np.maximum(known["max"], ranges["max"])
+    return merged
 
 
 def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -95,6 +130,7 @@ def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.nda
     widened = widen_float16_constants(model)
     static = make_shapes_static(model, shapes)
     folded = fold_shape_operators(model)
+    equivalents = rewrite_for_quantizer(model)
     drop_unused_tensors(model)
     signed = not model.signatureDefs
     if signed:
@@ -102,7 +138,32 @@ def prepare_for_quantizer(source: Path, prepared: Path, sample: dict[str, np.nda
     flatbuffer_utils.write_model(model, str(prepared))
     return {"operator_codes_renamed": renamed, "sparse_constants_densified": densified,
             "transpose_conv_bias_replaced": replaced, "float16_constants_widened": widened,
-            "inputs_made_static": static, "shape_operators_folded": folded, "signature_added": signed}
+            "inputs_made_static": static, "shape_operators_folded": folded, "operators_rewritten_as_quantizable": equivalents,
+            "signature_added": signed}
+
+
+def allow_general_int16_scales(path: Path) -> int:
+    """Mark every ADD and SUB as taking any int16 scales. The schema's default (pot_scale_int16, true) selects
+    TFLite's older int16 kernel, which takes power-of-two scales only and refuses the file ("add.cc:
+    input1_shift == 0 || input2_shift == 0"); the library leaves the default, TFLite's converter clears it in its
+    16x8 mode. Rewrites `path`; returns how many operators changed."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model, changed = flatbuffer_utils.read_model(str(path)), 0
+    kinds = {schema.BuiltinOperator.ADD: (schema.BuiltinOptions.AddOptions, schema.AddOptionsT),
+             schema.BuiltinOperator.SUB: (schema.BuiltinOptions.SubOptions, schema.SubOptionsT)}
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            kind = kinds.get(builtin_of(model, op))
+            if kind is None:
+                continue
+            if op.builtinOptions is None:
+                op.builtinOptionsType, op.builtinOptions = kind[0], kind[1]()
+            if op.builtinOptions.potScaleInt16:
+                op.builtinOptions.potScaleInt16, changed = False, changed + 1
+    flatbuffer_utils.write_model(model, str(path))
+    return changed
 
 
 def read_integer_outputs(path: Path) -> list[str]:

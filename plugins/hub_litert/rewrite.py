@@ -141,32 +141,34 @@ def _transpose_conv_and_add(model: Any, graph: Any, op: Any) -> list[Any]:
     padding, stride_w, stride_h = struct.unpack("<3i", bytes(bytearray(op.customOptions))[:12])
     if padding not in _PACKED_PADDING:
         raise ValueError(f"{TRANSPOSE_CONV_BIAS.decode()} with padding {padding}, neither SAME nor VALID")
-    shape = _new_tensor(graph, f"{_name(graph, output)}/output_shape", [4], schema.TensorType.INT32)
+    shape = new_tensor(graph, f"{name_of(graph, output)}/output_shape", [4], schema.TensorType.INT32)
     hold_constant(model, graph.tensors[shape], np.asarray(graph.tensors[output].shape, np.int32))
-    convolved = _new_tensor(graph, f"{_name(graph, output)}/transpose_conv", list(graph.tensors[output].shape),
+    convolved = new_tensor(graph, f"{name_of(graph, output)}/transpose_conv", list(graph.tensors[output].shape),
                             graph.tensors[output].type)
     options = schema.TransposeConvOptionsT()
     options.padding = getattr(schema.Padding, _PACKED_PADDING[padding])
     options.strideW, options.strideH = stride_w, stride_h
-    transpose_conv = _operator(model, schema.BuiltinOperator.TRANSPOSE_CONV, [shape, weights, data], [convolved],
+    transpose_conv = new_operator(model, schema.BuiltinOperator.TRANSPOSE_CONV, [shape, weights, data], [convolved],
                                schema.BuiltinOptions.TransposeConvOptions, options)
-    add = _operator(model, schema.BuiltinOperator.ADD, [convolved, bias], [output],
+    add = new_operator(model, schema.BuiltinOperator.ADD, [convolved, bias], [output],
                     schema.BuiltinOptions.AddOptions, schema.AddOptionsT())
     return [transpose_conv, add]
 
 
-def _operator(model: Any, builtin: int, inputs: list[int], outputs: list[int], options_type: int,
-              options: Any) -> Any:
+def new_operator(model: Any, builtin: int, inputs: list[int], outputs: list[int], options_type: int,
+                 options: Any) -> Any:
+    """A builtin operator over tensor indices (its operator code added to the model if it has none yet)."""
     from ai_edge_litert import schema_py_generated as schema
 
     op = schema.OperatorT()
-    op.opcodeIndex = _opcode_index(model, builtin)
+    op.opcodeIndex = opcode_index(model, builtin)
     op.inputs, op.outputs = inputs, outputs
     op.builtinOptionsType, op.builtinOptions = options_type, options
     return op
 
 
-def _opcode_index(model: Any, builtin: int) -> int:
+def opcode_index(model: Any, builtin: int) -> int:
+    """The index of the builtin's operator code, added to the model if it has none yet."""
     from ai_edge_litert import schema_py_generated as schema
 
     for index, code in enumerate(model.operatorCodes):
@@ -178,7 +180,8 @@ def _opcode_index(model: Any, builtin: int) -> int:
     return len(model.operatorCodes) - 1
 
 
-def _new_tensor(graph: Any, name: str, shape: list[int], tensor_type: int) -> int:
+def new_tensor(graph: Any, name: str, shape: list[int], tensor_type: int) -> int:
+    """Append a tensor with no data to the graph; its index."""
     from ai_edge_litert import schema_py_generated as schema
 
     tensor = schema.TensorT()
@@ -187,7 +190,7 @@ def _new_tensor(graph: Any, name: str, shape: list[int], tensor_type: int) -> in
     return len(graph.tensors) - 1
 
 
-def _name(graph: Any, index: int) -> str:
+def name_of(graph: Any, index: int) -> str:
     raw = graph.tensors[index].name
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -259,14 +262,14 @@ def requantize_io(path: Path, edges: Path) -> list[str]:
                 continue
             remapped[index] = _edge_tensor(graph, wide, edge)
             pair = [remapped[index], index] if reads else [index, remapped[index]]
-            op = _operator(model, schema.BuiltinOperator.QUANTIZE, pair[:1], pair[1:],
+            op = new_operator(model, schema.BuiltinOperator.QUANTIZE, pair[:1], pair[1:],
                            schema.BuiltinOptions.QuantizeOptions, schema.QuantizeOptionsT())
             (before if reads else after).append(op)
     if not remapped:
         return []
-    changed = [_name(graph, index) for index in remapped]
+    changed = [name_of(graph, index) for index in remapped]
     for index in remapped:
-        graph.tensors[index].name = f"{_name(graph, index)}/int16".encode()
+        graph.tensors[index].name = f"{name_of(graph, index)}/int16".encode()
     graph.inputs = [remapped.get(int(i), int(i)) for i in graph.inputs]
     graph.outputs = [remapped.get(int(i), int(i)) for i in graph.outputs]
     for signature in model.signatureDefs or ():
@@ -279,8 +282,8 @@ def requantize_io(path: Path, edges: Path) -> list[str]:
 
 def _matched_ends(graph: Any, ends: list[int], other: Any, other_ends: list[int]) -> list[tuple[int, int]]:
     """Pairs (index in graph, index in other) of inputs or outputs with the same name, else in order."""
-    names = {_name(other, index): index for index in other_ends}
-    by_name = [(index, names[_name(graph, index)]) for index in ends if _name(graph, index) in names]
+    names = {name_of(other, index): index for index in other_ends}
+    by_name = [(index, names[name_of(graph, index)]) for index in ends if name_of(graph, index) in names]
     if len(by_name) == len(ends):
         return by_name
     if len(ends) != len(other_ends):
@@ -292,7 +295,7 @@ def _edge_tensor(graph: Any, wide: Any, edge: Any) -> int:
     """A new tensor shaped as `wide`, typed and quantized as `edge`, named as `wide` is."""
     import copy
 
-    index = _new_tensor(graph, "", list(wide.shape), edge.type)
+    index = new_tensor(graph, "", list(wide.shape), edge.type)
     tensor = graph.tensors[index]
     tensor.name, tensor.shapeSignature = wide.name, wide.shapeSignature
     tensor.quantization = copy.deepcopy(edge.quantization)
