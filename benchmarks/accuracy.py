@@ -219,8 +219,8 @@ def write(rows: dict[str, dict], args: argparse.Namespace) -> None:
              "held-out crops of four other photos; every model compared with the fp32 ONNX model on the held-out "
              f"crops; latency: ONNX Runtime, batch 1, {THREADS} threads, round-robin).", "",
              "The fp32 ONNX model comes from torch.onnx's TorchScript exporter (opset 17); every row quantizes that "
-             "same file. The hub judges each rung of its ladder on its verification samples: the last 32 of the "
-             "calibration file's crops, held out from its quantizers' calibration (they calibrate on the other "
+             "same file. The hub judges each rung of its ladder on its verification samples: 32 of the calibration "
+             "file's crops, spread evenly through it and held out from its quantizers' calibration (they calibrate on the other "
              f"{max(args.calibration - 32, 0)}); the table judges every row on the held-out photos. NNCF's accuracy "
              "control validates on calibration "
              "crops too (top-1 agreement with fp32, at most 1% lower); a run with --reuse takes its model from an "

@@ -114,7 +114,9 @@ class RouteRunner:
             if not rung_violations:
                 notes = {**record.notes, "ladder": climbed, **self._escalation_latency(planned, plain_output, output)}
                 return replace(record, notes=notes), output
-        tried = f" (and on all {len(planned.step.ladder)} rungs of its ladder)" if planned.step.ladder else ""
+        rungs = len(planned.step.ladder)
+        tried = (" (and on the 1 rung of its ladder)" if rungs == 1 else
+                 f" (and on all {rungs} rungs of its ladder)" if rungs else "")
         raise FidelityError(f"output drifted beyond the tolerance of {self.target.name}: "
                             + "; ".join(violations) + tried, detail=json.dumps(climbed, indent=1))
 

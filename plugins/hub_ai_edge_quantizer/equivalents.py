@@ -6,7 +6,9 @@ ones move or select values only, and each has an exact equivalent the library kn
 - EXPAND_DIMS and SQUEEZE (every Keras Conv1D writes them around its CONV_2D) -> RESHAPE to the static shape;
 - NEG -> MUL by -1; SQUARE -> MUL of the tensor by itself;
 - REDUCE_MAX -> -REDUCE_MIN(-x);
-- ONE_HOT with constant depth and values, along the last axis -> GATHER from the table of its rows;
+- ONE_HOT with constant depth and values, along the last axis -> GATHER from the table of its rows (an index
+  outside [0, depth), which ONE_HOT turns into a row of "off" values, makes GATHER fail at run time: the step
+  then fails, never silently);
 - DEPTH_TO_SPACE -> RESHAPE, TRANSPOSE, RESHAPE (TensorFlow's own definition of the operator);
 - MINIMUM -> -MAXIMUM(-a, -b); RELU_0_TO_1 (a hard sigmoid's clamp, as MobileNetV3's squeeze-excitation
   blocks come out of onnx2tf), RELU6 and RELU_N1_TO_1 standing alone -> MAXIMUM(-MAXIMUM(-x, -high), low).

@@ -91,12 +91,15 @@ def keyed_as_the_model(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[d
     """The feeds keyed by the model's own input names (its signature's, else its tensors'), matched by name, else
     by position: a converter may rename inputs (onnx2tf writes TensorFlow's "serving_default_input_2:0" as
     "input_2__0"), and the library's calibration looks them up by the signature's names."""
-    from hub_litert.feeding import input_keys, signature_names, tensor_name
+    from hub_litert.feeding import InputMismatch, input_keys, signature_names, tensor_name
     from hub_litert.interpreter import open_interpreter
 
     interpreter = open_interpreter(path, delegates=False)
     names, inputs = signature_names(interpreter), interpreter.get_input_details()
-    keys = input_keys(inputs, feeds[0], names)
+    try:
+        keys = input_keys(inputs, feeds[0], names)
+    except InputMismatch as error:
+        raise StepFailedError(f"ai-edge-quantizer-int8: {error.args[0]}") from error
     return [{tensor_name(detail, names): feed[key] for detail, key in zip(inputs, keys)} for feed in feeds]
 
 
