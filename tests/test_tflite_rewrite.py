@@ -2,7 +2,8 @@
 EXPERIMENTAL_SPARSITY writes them, as MediaPipe's detectors ship), and MediaPipe's custom transposed convolution
 Convolution2DTransposeBias. hub_litert.rewrite turns both into dense constants and builtin operators; the
 rewritten file must compute what the original computes on the real interpreter, and such sources must reach ONNX
-and full-integer TFLite.
+and full-integer TFLite. The same holds for the operators ai-edge-quantizer skips, which
+hub_ai_edge_quantizer.equivalents rewrites into ones it quantizes.
 """
 from __future__ import annotations
 
